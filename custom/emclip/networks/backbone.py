@@ -1,0 +1,172 @@
+"""CLIP image encoder as a dense, multi-level feature extractor."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Sequence
+
+import open_clip
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import VisionTransformer
+
+from emclip.networks.presets import get_preset
+
+__all__ = ["build_clip", "CLIPBackbone"]
+
+logger = logging.getLogger("emclip.networks")
+
+
+def build_clip(backbone: str | dict[str, Any], pretrained: str | None = None) -> nn.Module:
+    """Build an open_clip CLIP model from a name or a config dict, optionally with weights.
+
+    Args:
+        backbone: an EM-CLIP preset name (``cpu-resnet``, ``cpu-vit``), any open_clip model name
+            (``ViT-B-16``, ``RN50``, ...), or a config dict in open_clip's format
+            (``embed_dim``, ``vision_cfg``, ``text_cfg``).
+        pretrained: ``None`` (random init), an open_clip tag (``openai``, ``laion2b_s34b_b88k``...),
+            or the path of a local checkpoint in open_clip's state_dict format.
+    """
+    config = get_preset(backbone) if isinstance(backbone, str) else dict(backbone)
+    if config is None:
+        if backbone not in open_clip.list_models():
+            raise ValueError(
+                f"unknown backbone {backbone!r}: not an EM-CLIP preset (cpu-resnet, cpu-vit) nor an "
+                f"open_clip model; open_clip models: {', '.join(open_clip.list_models())}"
+            )
+        try:
+            return open_clip.create_model(backbone, pretrained=pretrained)
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"could not load pretrained={pretrained!r} for {backbone!r} ({err}). Without internet, "
+                "download the weights elsewhere and pass their local file path as `pretrained`."
+            ) from err
+    model = open_clip.CLIP(**config)
+    if pretrained is not None:
+        if not os.path.isfile(pretrained):
+            raise FileNotFoundError(
+                f"pretrained={pretrained!r} is not a file; a config-dict backbone takes only a local "
+                "checkpoint path (open_clip tags name weights of named models)"
+            )
+        open_clip.load_checkpoint(model, pretrained)
+    return model
+
+
+def _resize_grid_embedding(embedding: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Resize a ``(1 + g*g, C)`` positional embedding (prefix token first) to ``grid``."""
+    prefix, tokens = embedding[:1], embedding[1:]
+    side = int(tokens.shape[0] ** 0.5)
+    if (side, side) == tuple(grid):
+        return embedding
+    tokens = tokens.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    tokens = F.interpolate(tokens, size=grid, mode="bicubic", align_corners=False)
+    return torch.cat([prefix, tokens.flatten(2).squeeze(0).transpose(0, 1)], dim=0)
+
+
+def _default_indices(depth: int) -> list[int]:
+    """Four evenly spaced transformer blocks, the last one included."""
+    return [max(0, depth * (i + 1) // 4 - 1) for i in range(4)]
+
+
+class CLIPBackbone(nn.Module):
+    """Dense features of a CLIP image tower.
+
+    Returns four feature maps at strides 4, 8, 16 and 32 and the final dense embedding projected
+    into CLIP's joint image-text space (ViT: ``ln_post`` and ``proj`` applied to every patch token;
+    ModifiedResNet: the attention pool's value and output projections applied to every position,
+    as DenseCLIP does), so pixels can be compared with text embeddings.
+
+    Args:
+        visual: ``clip.visual`` of an open_clip model (``VisionTransformer`` or ``ModifiedResNet``).
+        feature_indices: the blocks that feed the four levels; ViT: transformer block indices
+            (default: four evenly spaced blocks), ModifiedResNet: stages 1-4 (default).
+        freeze: keep the image tower's weights fixed (the pyramid adapters still train).
+    """
+
+    def __init__(self, visual: nn.Module, feature_indices: Sequence[int] | None = None, freeze: bool = False):
+        super().__init__()
+        self.visual = visual
+        if isinstance(visual, VisionTransformer):
+            self.is_vit = True
+            self.patch = int(visual.patch_size[0])
+            width = int(visual.conv1.out_channels)
+            self.indices = list(feature_indices or _default_indices(len(visual.transformer.resblocks)))
+            self.level_channels = [width] * 4
+            # A plain ViT has one stride (the patch); a simple pyramid rebuilds strides 4-32.
+            self.pyramid = nn.ModuleList(
+                [
+                    nn.Sequential(
+                        nn.ConvTranspose2d(width, width, 2, 2), nn.GELU(), nn.ConvTranspose2d(width, width, 2, 2)
+                    ),
+                    nn.ConvTranspose2d(width, width, 2, 2),
+                    nn.Identity(),
+                    nn.MaxPool2d(2, ceil_mode=True),
+                ]
+            )
+            self.embed_dim = int(visual.proj.shape[1])
+        elif isinstance(visual, ModifiedResNet):
+            self.is_vit = False
+            self.patch = 32
+            stem_width = int(visual.conv3.out_channels)
+            self.indices = list(feature_indices or [1, 2, 3, 4])
+            # stem (index 0) keeps the stem width; stage i (1-4) has 4 * 2**(i-1) times it.
+            self.level_channels = [stem_width * (2 ** (i + 1) if i else 1) for i in self.indices]
+            self.pyramid = nn.ModuleList([nn.Identity() for _ in range(4)])
+            self.embed_dim = int(visual.attnpool.c_proj.out_features)
+            # Only the pool's value path is used (see _resnet_forward): its query and key
+            # projections would get no gradient, which DDP reports as unused parameters.
+            for proj in (visual.attnpool.q_proj, visual.attnpool.k_proj):
+                proj.requires_grad_(False)
+        else:
+            raise TypeError(f"unsupported image tower {type(visual).__name__}: use a ViT or ModifiedResNet CLIP")
+        if len(self.indices) != 4:
+            raise ValueError(f"feature_indices needs four blocks, got {self.indices}")
+        if freeze:
+            for p in self.visual.parameters():
+                p.requires_grad_(False)
+
+    def check_size(self, height: int, width: int) -> None:
+        """Raise a ``ValueError`` naming the valid sizes if the input cannot be tokenised."""
+        if height % self.patch or width % self.patch:
+            p = self.patch
+            near = [f"{max(p, v // p * p)} or {-(-v // p) * p}" for v in (height, width)]
+            raise ValueError(
+                f"input size {height}x{width} is not a multiple of {p} (the backbone's "
+                f"{'patch size' if self.is_vit else 'total stride'}); nearest valid height {near[0]}, "
+                f"width {near[1]} (e.g. 224, 256, 384, 512)"
+            )
+
+    def _vit_forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        vit = self.visual
+        b, _, h, w = x.shape
+        grid = (h // self.patch, w // self.patch)
+        tokens = vit.conv1(x).flatten(2).transpose(1, 2)
+        cls = vit.class_embedding.to(tokens.dtype).expand(b, 1, -1)
+        tokens = torch.cat([cls, tokens], dim=1) + _resize_grid_embedding(vit.positional_embedding, grid)
+        tokens = vit.ln_pre(vit.patch_dropout(tokens))
+        last, inter = vit.transformer.forward_intermediates(tokens, indices=self.indices)
+        maps = [t[:, 1:].transpose(1, 2).reshape(b, -1, *grid) for t in inter]
+        dense = vit.ln_post(last[:, 1:]) @ vit.proj
+        return maps, dense.transpose(1, 2).reshape(b, -1, *grid)
+
+    def _resnet_forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        rn = self.visual
+        maps = rn.forward_intermediates(x, indices=self.indices, intermediates_only=True)["image_intermediates"]
+        top = maps[-1]
+        b, _, gh, gw = top.shape
+        pool = rn.attnpool
+        # The attention pool's value path maps every position into the joint space; the
+        # query-key part only serves the global token and is skipped.
+        pos = _resize_grid_embedding(pool.positional_embedding, (gh, gw))[1:]
+        tokens = top.flatten(2).transpose(1, 2) + pos.to(top.dtype)
+        dense = pool.c_proj(pool.v_proj(tokens))
+        return list(maps), dense.transpose(1, 2).reshape(b, -1, gh, gw)
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Return ``(levels, dense)``: four maps at strides 4-32 and the joint-space embedding."""
+        self.check_size(int(x.shape[-2]), int(x.shape[-1]))
+        maps, dense = self._vit_forward(x) if self.is_vit else self._resnet_forward(x)
+        return [adapt(m) for adapt, m in zip(self.pyramid, maps)], dense

@@ -1,0 +1,110 @@
+"""Pixel decoders: a text-guided FPN and its plain counterpart (the text-guidance ablation)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["TextCrossAttention", "PixelDecoder"]
+
+
+def _conv_norm_act(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False),
+        nn.GroupNorm(min(32, out_ch // 4) or 1, out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class TextCrossAttention(nn.Module):
+    """Pixels (queries) attend to the class text embeddings (keys and values); residual.
+
+    Args:
+        channels: pixel feature channels.
+        text_dim: text embedding size.
+        heads: attention heads.
+    """
+
+    def __init__(self, channels: int, text_dim: int, heads: int = 4):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.text_proj = nn.Linear(text_dim, channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+        self.gamma = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q = self.norm(x.flatten(2).transpose(1, 2))
+        kv = self.text_proj(text).unsqueeze(0).expand(b, -1, -1)
+        out, _ = self.attn(q, kv, kv, need_weights=False)
+        # gamma starts at zero so the guidance is learned in gradually.
+        return x + (out * self.gamma).transpose(1, 2).reshape(b, c, h, w)
+
+
+class PixelDecoder(nn.Module):
+    """FPN over four feature levels (strides 4-32) with per-class logits at stride 4.
+
+    With text guidance, the coarsest level also receives the joint-space embedding and the
+    pixel-text score map (DenseCLIP), every level's pixels cross-attend to the class text
+    embeddings, and the logits are cosine similarities between pixel embeddings and text-derived
+    class queries (textual queries, as in tqdm). Without it, the same FPN ends in a 1x1 conv.
+
+    Args:
+        level_channels: channels of the four input levels, finest first.
+        channels: decoder width.
+        num_classes: output classes.
+        text_dim: text (joint) embedding size.
+        text_guided: enable the text guidance described above.
+        heads: cross-attention heads.
+        temperature: temperature of the cosine logits.
+    """
+
+    def __init__(
+        self,
+        level_channels: Sequence[int],
+        channels: int,
+        num_classes: int,
+        text_dim: int,
+        text_guided: bool = True,
+        heads: int = 4,
+        temperature: float = 0.07,
+    ):
+        super().__init__()
+        self.text_guided = text_guided
+        self.temperature = temperature
+        extra = [0, 0, 0, text_dim + num_classes if text_guided else 0]
+        self.lateral = nn.ModuleList(_conv_norm_act(c + e, channels, 1) for c, e in zip(level_channels, extra))
+        self.smooth = nn.ModuleList(_conv_norm_act(channels, channels, 3) for _ in level_channels)
+        if text_guided:
+            self.cross = nn.ModuleList(TextCrossAttention(channels, text_dim, heads) for _ in level_channels)
+            self.pixel_embed = nn.Conv2d(channels, channels, 1)
+            self.class_query = nn.Linear(text_dim, channels)
+            self.class_bias = nn.Parameter(torch.zeros(num_classes))
+        else:
+            self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def _refine(self, i: int, feat: torch.Tensor, text: torch.Tensor, top_down: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.lateral[i](feat)
+        if top_down is not None:
+            x = x + top_down
+        x = self.smooth[i](x)
+        return self.cross[i](x, text) if self.text_guided else x
+
+    def forward(self, levels: list[torch.Tensor], text: torch.Tensor, semantic: torch.Tensor | None) -> torch.Tensor:
+        """Logits at stride 4. ``semantic`` is the embedding and score map (text-guided only)."""
+        top = levels[-1]
+        if self.text_guided and semantic is not None:
+            semantic = F.interpolate(semantic, size=top.shape[-2:], mode="bilinear", align_corners=False)
+            top = torch.cat([top, semantic], dim=1)
+        x = self._refine(len(levels) - 1, top, text)
+        for i in range(len(levels) - 2, -1, -1):
+            x = F.interpolate(x, size=levels[i].shape[-2:], mode="bilinear", align_corners=False)
+            x = self._refine(i, levels[i], text, x)
+        if not self.text_guided:
+            return self.classifier(x)
+        pixels = F.normalize(self.pixel_embed(x), dim=1)
+        queries = F.normalize(self.class_query(text), dim=1)
+        return torch.einsum("bchw,kc->bkhw", pixels, queries) / self.temperature + self.class_bias.view(1, -1, 1, 1)

@@ -1,0 +1,112 @@
+"""Class text embeddings: CLIP-encoded class descriptions kept as a buffer."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["load_prompts", "encode_class_prompts", "ClassTextEmbeddings"]
+
+
+def load_prompts(prompts: str | os.PathLike | dict[str, Any]) -> dict[str, list[str]]:
+    """Read class prompts: ``{class name: [sentences]}`` in label order.
+
+    Args:
+        prompts: a packaged prompt set name (``fundus``, ``cardiac``), the path of a JSON file with
+            a ``classes`` object, or such an object already loaded.
+    """
+    if isinstance(prompts, dict):
+        data, source = prompts, "the prompts dict"
+    else:
+        text = str(prompts)
+        if not text.endswith(".json") and not os.path.exists(text):
+            packaged = resources.files("emclip") / "prompts" / f"{text}.json"
+            if not packaged.is_file():
+                raise FileNotFoundError(f"no prompt set {text!r}: not a file and not a packaged set (fundus, cardiac)")
+            text = str(packaged)
+        with open(text, encoding="utf-8") as f:
+            data, source = json.load(f), text
+    classes = data.get("classes", data)
+    if not isinstance(classes, dict) or not classes:
+        raise ValueError(f"{source}: expected a non-empty 'classes' object mapping class names to sentences")
+    for name, sentences in classes.items():
+        if not isinstance(sentences, list) or not sentences or not all(isinstance(s, str) for s in sentences):
+            raise ValueError(f"{source}: class {name!r} needs a non-empty list of sentences")
+    return {str(k): list(v) for k, v in classes.items()}
+
+
+def encode_class_prompts(clip: nn.Module, tokenizer: Any, prompts: dict[str, list[str]]) -> torch.Tensor:
+    """Encode every sentence, average per class and L2-normalise: ``(num_classes, embed_dim)``."""
+    device = next(clip.parameters()).device
+    rows = []
+    for sentences in prompts.values():
+        emb = clip.encode_text(tokenizer(sentences).to(device), normalize=True)
+        rows.append(F.normalize(emb.mean(dim=0), dim=-1))
+    return torch.stack(rows)
+
+
+class ClassTextEmbeddings(nn.Module):
+    """Holds one L2-normalised text embedding per class as the buffer ``embeddings``.
+
+    With a frozen text tower the embeddings are computed once and the tower is dropped, so the
+    state_dict carries only the buffer and inference needs neither tokenizer nor text tower. With a
+    trainable tower it is kept, the prompts are re-encoded at every training forward and the buffer
+    follows the latest result (evaluation and export read the buffer).
+
+    Args:
+        num_classes: number of classes; must equal the number of prompt sets.
+        embed_dim: CLIP joint embedding size.
+        clip: the open_clip model whose text tower encodes the prompts; ``None`` leaves the buffer
+            at zeros, to be filled from a checkpoint (inference).
+        prompts: see :func:`load_prompts`.
+        tokenizer_name: open_clip model name whose tokenizer applies (CLIP BPE by default).
+        trainable: fine-tune the text tower.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        embed_dim: int,
+        clip: nn.Module | None = None,
+        prompts: str | dict[str, Any] | None = None,
+        tokenizer_name: str = "",
+        trainable: bool = False,
+    ):
+        super().__init__()
+        self.register_buffer("embeddings", torch.zeros(num_classes, embed_dim))
+        self.class_names: list[str] = []
+        self.text_model: nn.Module | None = None
+        if clip is None or prompts is None:
+            return
+        sets = load_prompts(prompts)
+        if len(sets) != num_classes:
+            raise ValueError(
+                f"num_classes={num_classes} but the prompt file has {len(sets)} prompt sets ({list(sets)}); "
+                "give one prompt set per output class, background included"
+            )
+        self.class_names = list(sets)
+        self.prompts = sets
+        context = int(clip.context_length)
+        self.tokenizer = open_clip.get_tokenizer(tokenizer_name, context_length=context)
+        if trainable:
+            self.text_model = clip
+        self.refresh(clip)
+
+    @torch.no_grad()
+    def refresh(self, clip: nn.Module) -> None:
+        """Recompute the buffer from the prompt file with ``clip``'s text tower."""
+        self.embeddings.copy_(encode_class_prompts(clip, self.tokenizer, self.prompts))
+
+    def forward(self) -> torch.Tensor:
+        if self.text_model is not None and self.training:
+            emb = encode_class_prompts(self.text_model, self.tokenizer, self.prompts)
+            self.embeddings.copy_(emb.detach())
+            return emb
+        return self.embeddings

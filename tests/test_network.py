@@ -1,0 +1,183 @@
+import numpy as np
+import open_clip
+import pytest
+import torch
+from conftest import tiny_net
+
+from emclip.export import export_onnx, export_torchscript
+from emclip.losses import EMCLIPLoss
+from emclip.networks import EMAggregation, EMCLIP, build_clip, load_prompts
+
+
+@pytest.mark.parametrize("backbone", ["cpu-resnet", "cpu-vit"])
+@pytest.mark.parametrize("size", [(224, 224), (256, 320), (384, 384)])
+def test_output_shape(backbone, size):
+    net = tiny_net(3, backbone).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, *size))
+    assert out.shape == (2, 3, *size)
+
+
+def test_grayscale_input_and_training_outputs():
+    net = tiny_net(4, in_channels=1).train()
+    out = net(torch.randn(2, 1, 256, 256))
+    assert out["pred"].shape == (2, 4, 256, 256)
+    assert out["score_map"].shape == (2, 4, 8, 8)  # ModifiedResNet: stride 32
+
+
+@pytest.mark.parametrize("use_em,text_guided", [(False, True), (True, False), (False, False)])
+def test_ablations_change_structure(use_em, text_guided):
+    net = tiny_net(3, use_em=use_em, text_guided=text_guided)
+    assert isinstance(net.em, EMAggregation) == use_em
+    assert hasattr(net.decoder, "cross") == text_guided
+    net.train()
+    out = net(torch.randn(1, 3, 224, 224))
+    # without text guidance there is no score map, so training returns the logits alone
+    assert isinstance(out, dict) == text_guided
+
+
+def test_em_responsibilities_and_bases_unit_norm():
+    em = EMAggregation(16, num_bases=5, iterations=3)
+    x = torch.randn(2, 16, 40)
+    mu = em.bases.t().unsqueeze(0).expand(2, -1, -1)
+    z = em.e_step(x, mu)
+    assert z.shape == (2, 40, 5)
+    torch.testing.assert_close(z.sum(dim=2), torch.ones(2, 40))
+    new_mu = em.m_step(x, z)
+    torch.testing.assert_close(new_mu.norm(dim=1), torch.ones(2, 5))
+    torch.testing.assert_close(em.bases.norm(dim=1), torch.ones(5))
+
+
+def test_em_bases_move_only_in_training():
+    em = EMAggregation(16, num_bases=4)
+    before = em.bases.clone()
+    em.eval()
+    em(torch.randn(2, 16, 6, 6))
+    assert torch.equal(em.bases, before)
+    em.train()
+    em(torch.randn(2, 16, 6, 6))
+    assert not torch.allclose(em.bases, before)
+    torch.testing.assert_close(em.bases.norm(dim=1), torch.ones(4))
+
+
+def test_em_text_init_and_bad_init():
+    seed = torch.nn.functional.normalize(torch.randn(3, 16), dim=1)
+    em = EMAggregation(16, num_bases=8, init_bases=seed)
+    torch.testing.assert_close(em.bases[:3], seed)
+    with pytest.raises(ValueError, match="init_bases"):
+        EMAggregation(16, num_bases=2, init_bases=seed)
+
+
+def test_em_gradient_reaches_clustered_features():
+    em = EMAggregation(8, num_bases=4)
+    torch.nn.init.ones_(em.conv_out[1].weight)  # leave the zero-init start so the EM path counts
+    em(torch.randn(2, 8, 5, 5)).sum().backward()
+    assert em.conv_in.weight.grad is not None and em.conv_in.weight.grad.abs().sum() > 0
+
+
+def test_same_seed_same_output():
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        net = tiny_net(3).eval()
+        with torch.no_grad():
+            outs.append(net(torch.ones(1, 3, 224, 224)))
+    torch.testing.assert_close(outs[0], outs[1])
+
+
+def test_frozen_towers_get_no_gradient():
+    net = tiny_net(3, freeze_image=True).train()
+    out = net(torch.randn(1, 3, 224, 224))
+    EMCLIPLoss()(out, torch.randint(0, 3, (1, 1, 224, 224))).backward()
+    visual = list(net.backbone.visual.parameters())
+    assert all(p.grad is None for p in visual)
+    assert net.decoder.lateral[0][0].weight.grad.abs().sum() > 0
+    assert net.em.conv_out[1].weight.grad is not None
+    # default: text tower frozen and dropped after encoding, only the buffer remains
+    assert net.text.text_model is None
+    assert not any(k.startswith("text.") and k != "text.embeddings" for k in net.state_dict())
+
+
+def test_trainable_text_tower_gets_gradient():
+    net = tiny_net(3, freeze_text=False).train()
+    EMCLIPLoss()(net(torch.randn(1, 3, 224, 224)), torch.randint(0, 3, (1, 1, 224, 224))).backward()
+    grads = [p.grad for p in net.text.text_model.transformer.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_text_buffer_round_trip_without_text_tower(tmp_path):
+    net = tiny_net(4, in_channels=1).eval()
+    emb = net.text.embeddings.clone()
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(4))
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    bare = tiny_net(4, in_channels=1, encode_text=False).eval()
+    assert torch.count_nonzero(bare.text.embeddings) == 0
+    bare.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    torch.testing.assert_close(bare.text.embeddings, emb)
+    x = torch.randn(1, 1, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(bare(x), net(x))
+
+
+def test_prompt_buffer_recomputes_from_file(tmp_path):
+    net = tiny_net(3)
+    prompts = load_prompts("fundus")
+    assert list(prompts) == ["background", "optic disc rim", "optic cup"]
+    assert all(len(v) >= 8 for v in prompts.values())
+    path = tmp_path / "p.json"
+    path.write_text('{"classes": {"a": ["one"], "b": ["two"], "c": ["three"]}}')
+    other = tiny_net(3, prompts=str(path))
+    assert not torch.allclose(other.text.embeddings, net.text.embeddings)
+
+
+def test_pretrained_local_path_loads_weights(tmp_path):
+    from emclip.networks import get_preset
+
+    torch.manual_seed(1)
+    source = open_clip.CLIP(**get_preset("cpu-vit"))
+    path = tmp_path / "clip.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    torch.manual_seed(2)
+    loaded = build_clip(get_preset("cpu-vit"), pretrained=str(path))
+    for (k, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    net = EMCLIP(3, backbone=get_preset("cpu-vit"), pretrained=str(path), em_bases=4, decoder_channels=16)
+    torch.testing.assert_close(net.backbone.visual.conv1.weight, source.visual.conv1.weight)
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown backbone 'ViT-Q-99'"):
+        build_clip("ViT-Q-99")
+    net = tiny_net(3, backbone="cpu-vit").eval()
+    with pytest.raises(ValueError, match=r"250x250 is not a multiple of 16.*240 or 256"):
+        net(torch.randn(1, 3, 250, 250))
+    with pytest.raises(ValueError, match="num_classes=4 but the prompt file has 3"):
+        tiny_net(4, prompts="fundus")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        build_clip("cpu-vit", pretrained=str(tmp_path / "missing.pt"))
+
+
+def test_loss_uses_aux_score_map():
+    target = torch.randint(0, 3, (2, 1, 64, 64))
+    logits = torch.randn(2, 3, 64, 64)
+    score = torch.randn(2, 3, 8, 8)
+    plain = EMCLIPLoss(aux_weight=0.0)({"pred": logits, "score_map": score}, target)
+    with_aux = EMCLIPLoss(aux_weight=0.5)({"pred": logits, "score_map": score}, target)
+    assert torch.isclose(plain, EMCLIPLoss()(logits, target))
+    assert with_aux > plain
+
+
+@pytest.mark.parametrize("backbone", ["cpu-resnet", "cpu-vit"])
+def test_torchscript_and_onnx_match_eager(tmp_path, backbone):
+    ort = pytest.importorskip("onnxruntime")
+    net = tiny_net(3, backbone).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ref = net(x)
+    export_torchscript(net, tmp_path / "m.ts", (1, 3, 224, 224))
+    ts = torch.jit.load(str(tmp_path / "m.ts"))
+    with torch.no_grad():
+        torch.testing.assert_close(ts(x), ref, atol=1e-4, rtol=0)
+    export_onnx(net, tmp_path / "m.onnx", (1, 3, 224, 224))
+    out = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"image": x.numpy()})[0]
+    np.testing.assert_allclose(out, ref.numpy(), atol=1e-4, rtol=0)
