@@ -1,0 +1,24 @@
+"""Evaluation reports: per-case and per-domain Dice/HD95, CSV/Markdown/plot files, overlays and
+an Ignite handler that produces them during evaluation."""
+
+from __future__ import annotations
+
+from emclip.reports.classes import CLASSES, ReportClass, get_classes
+from emclip.reports.handler import MetricsReportHandler
+from emclip.reports.metrics import as_label_map, case_metrics
+from emclip.reports.overlay import save_overlay
+from emclip.reports.writers import safe_filename, summarize, summary_markdown, write_reports
+
+__all__ = [
+    "CLASSES",
+    "ReportClass",
+    "get_classes",
+    "MetricsReportHandler",
+    "as_label_map",
+    "case_metrics",
+    "save_overlay",
+    "safe_filename",
+    "summarize",
+    "summary_markdown",
+    "write_reports",
+]

@@ -1,0 +1,223 @@
+"""Summaries of per-case metrics and the report files written from them (CSV, Markdown, plots)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from emclip.reports.classes import get_classes
+
+__all__ = [
+    "ALL_DOMAINS",
+    "PER_CASE_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "safe_filename",
+    "summarize",
+    "summary_markdown",
+    "write_reports",
+]
+
+ALL_DOMAINS = "all"
+PER_CASE_COLUMNS = ("domain", "case", "class", "dice", "hd95")
+SUMMARY_COLUMNS = ("domain", "class", "metric", "mean", "std", "n")
+_METRICS = ("dice", "hd95")
+
+
+def safe_filename(name: str) -> str:
+    """Turn a domain or case name into a file name: characters other than letters, digits,
+    ``-``, ``_`` and ``.`` become ``_`` (so that e.g. ``site/A`` cannot escape its folder).
+
+    Args:
+        name: the name to sanitise.
+    """
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", str(name)).strip(".")
+    return cleaned or "_"
+
+
+def _check_rows(rows: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, Any]]:
+    """Validate per-case rows and normalise their types (str names, float metrics)."""
+    classes = get_classes(task)
+    checked = []
+    for row in rows:
+        missing = [k for k in PER_CASE_COLUMNS if k not in row]
+        if missing:
+            raise ValueError(f"row {dict(row)} lacks keys {missing}; rows need {list(PER_CASE_COLUMNS)}")
+        if row["class"] not in classes:
+            raise ValueError(f"class {row['class']!r} is not a {task} class ({', '.join(classes)})")
+        if str(row["domain"]) == ALL_DOMAINS:
+            raise ValueError(f"domain name {ALL_DOMAINS!r} is reserved for the summary over all domains")
+        checked.append(
+            {
+                "domain": str(row["domain"]),
+                "case": str(row["case"]),
+                "class": str(row["class"]),
+                "dice": float(row["dice"]),
+                "hd95": float(row["hd95"]),
+            }
+        )
+    return checked
+
+
+def summarize(rows: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, Any]]:
+    """Mean, standard deviation and count of each metric per domain and class.
+
+    NaN values (HD95 when exactly one of prediction and ground truth is empty) are skipped: ``n``
+    counts the non-NaN values, and mean/std are NaN when ``n == 0``. ``std`` is the population
+    standard deviation (numpy's default, ``ddof=0``), so it is 0.0 for a single case.
+
+    Args:
+        rows: per-case rows with keys ``domain, case, class, dice, hd95``.
+        task: task name; fixes the class order and rejects unknown classes.
+
+    Returns:
+        One ``{"domain", "class", "metric", "mean", "std", "n"}`` dict per domain x class x
+        metric, domains in order of first appearance followed by ``"all"`` (every case).
+    """
+    checked = _check_rows(rows, task)
+    domains = list(dict.fromkeys(r["domain"] for r in checked)) + [ALL_DOMAINS]
+    summary = []
+    for domain in domains:
+        in_domain = [r for r in checked if domain in (ALL_DOMAINS, r["domain"])]
+        for name in get_classes(task):
+            for metric in _METRICS:
+                values = np.array([r[metric] for r in in_domain if r["class"] == name], dtype=np.float64)
+                values = values[~np.isnan(values)]
+                n = int(values.size)
+                summary.append(
+                    {
+                        "domain": domain,
+                        "class": name,
+                        "metric": metric,
+                        "mean": float(values.mean()) if n else math.nan,
+                        "std": float(values.std()) if n else math.nan,
+                        "n": n,
+                    }
+                )
+    return summary
+
+
+def _mean_std(entry: Mapping[str, Any], digits: int) -> str:
+    """``mean ± std`` text of a summary entry, ``n/a`` when it has no values."""
+    if entry["n"] == 0:
+        return "n/a"
+    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
+
+
+def summary_markdown(summary: Sequence[Mapping[str, Any]], task: str) -> str:
+    """Render a :func:`summarize` result as a Markdown table with one row per domain and class.
+
+    Args:
+        summary: the output of :func:`summarize`.
+        task: task name, for the title and the classes' long names.
+    """
+    classes = get_classes(task)
+    by_key = {(e["domain"], e["class"], e["metric"]): e for e in summary}
+    lines = [
+        f"# Segmentation metrics: {task}",
+        "",
+        "| Domain | Class | Dice mean ± std | HD95 mean ± std | n |",
+        "|:--|:--|--:|--:|--:|",
+    ]
+    for domain in dict.fromkeys(e["domain"] for e in summary):
+        for name, spec in classes.items():
+            dice, hd95 = by_key[(domain, name, "dice")], by_key[(domain, name, "hd95")]
+            hd95_text = _mean_std(hd95, 2)
+            if hd95["n"] < dice["n"]:
+                hd95_text += f" (n={hd95['n']})"
+            lines.append(
+                f"| {domain} | {name} ({spec.long_name}) | {_mean_std(dice, 4)} | {hd95_text} | {dice['n']} |"
+            )
+    lines += [
+        "",
+        "n: number of cases. std: population standard deviation (ddof=0).",
+        "HD95 is in the units of the voxel spacing (mm for NIfTI volumes; pixels when no spacing is known). "
+        "A case where exactly one of prediction and ground truth is empty has Dice 0 and no HD95; "
+        "such cases are left out of the HD95 mean, whose own count is then shown in parentheses. "
+        "A case where both are empty scores Dice 1 and HD95 0.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_dice(summary: Sequence[Mapping[str, Any]], domain: str, task: str, path: Path) -> None:
+    """Bar plot of the mean Dice per class of one domain, with std error bars."""
+    entries = [e for e in summary if e["domain"] == domain and e["metric"] == "dice"]
+    # Values go into the tick labels, where error bars cannot cover them; n/a marks absent data.
+    ticks = [f"{e['class']}\n{e['mean']:.3f}" if e["n"] else f"{e['class']}\nn/a" for e in entries]
+    means = [e["mean"] if e["n"] else 0.0 for e in entries]
+    stds = [e["std"] if e["n"] else 0.0 for e in entries]
+    # A bare Figure on the Agg canvas: no pyplot global state, safe in headless and threaded runs.
+    fig = Figure(figsize=(1.2 + 1.1 * len(entries), 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.bar(ticks, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_ylabel("Dice")
+    ax.set_title(f"{task}: {domain}")
+    fig.savefig(path, dpi=100)
+
+
+def write_reports(
+    rows: Iterable[Mapping[str, Any]],
+    output_dir: str | os.PathLike,
+    task: str,
+    overlays: Mapping[str, Sequence[str | os.PathLike]] | None = None,
+) -> dict[str, Any]:
+    """Write the per-case and summary metric files and a Dice bar plot per domain.
+
+    Files under ``output_dir``: ``metrics_per_case.csv`` (``domain,case,class,dice,hd95``),
+    ``metrics_summary.csv`` (``domain,class,metric,mean,std,n``, see :func:`summarize`),
+    ``metrics_summary.md`` and ``plots/dice_<domain>.png`` for every domain and ``all``.
+    NaN is written as ``nan``.
+
+    Args:
+        rows: per-case rows with keys ``domain, case, class, dice, hd95``.
+        output_dir: folder to write into; created if missing.
+        task: task name (class order and long names).
+        overlays: optional overlay image paths per domain (as written by
+            :func:`emclip.reports.overlay.save_overlay`); they are linked from the Markdown report.
+
+    Returns:
+        ``{"per_case_csv": Path, "summary_csv": Path, "summary_md": Path, "plots": {domain: Path}}``.
+    """
+    out = Path(output_dir)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    checked = _check_rows(rows, task)
+    summary = summarize(checked, task)
+    paths: dict[str, Any] = {
+        "per_case_csv": out / "metrics_per_case.csv",
+        "summary_csv": out / "metrics_summary.csv",
+        "summary_md": out / "metrics_summary.md",
+        "plots": {},
+    }
+    for key, columns, table in (
+        ("per_case_csv", PER_CASE_COLUMNS, checked),
+        ("summary_csv", SUMMARY_COLUMNS, summary),
+    ):
+        with open(paths[key], "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(table)
+
+    markdown = summary_markdown(summary, task)
+    if overlays:
+        markdown += "\n## Overlays\n"
+        for domain, files in overlays.items():
+            markdown += f"\n### {domain}\n\n"
+            markdown += "".join(
+                f"![{domain} {Path(p).stem}]({Path(os.path.relpath(p, out)).as_posix()})\n" for p in files
+            )
+    paths["summary_md"].write_text(markdown, encoding="utf-8")
+
+    for domain in dict.fromkeys(e["domain"] for e in summary):
+        plot = out / "plots" / f"dice_{safe_filename(domain)}.png"
+        _plot_dice(summary, domain, task, plot)
+        paths["plots"][domain] = plot
+    return paths
