@@ -64,7 +64,7 @@ class EMCLIP(nn.Module):
         em_momentum: float = 0.9,
         em_init: str = "text",
         text_guided: bool = True,
-        decoder_channels: int = 128,
+        decoder_channels: int = 64,
         decoder_heads: int = 4,
         score_temperature: float = 0.07,
         logit_temperature: float = 0.07,
