@@ -30,14 +30,14 @@ def export_torchscript(net: nn.Module, path: str | os.PathLike, input_shape: Seq
 
 def export_onnx(net: nn.Module, path: str | os.PathLike, input_shape: Sequence[int], opset: int = 17) -> None:
     """Export ``net`` to ONNX with input ``image`` and output ``pred`` (dynamic batch size)."""
-    # Not under no_grad: there nn.MultiheadAttention takes its fused fast path, which has no ONNX op.
-    torch.onnx.export(
-        net,
-        (_example(net, input_shape),),
-        str(path),
-        input_names=["image"],
-        output_names=["pred"],
-        dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}},
-        opset_version=opset,
-        dynamo=False,  # the TorchScript-based exporter needs no onnxscript and handles open_clip
-    )
+    with torch.no_grad():
+        torch.onnx.export(
+            net,
+            (_example(net, input_shape),),
+            str(path),
+            input_names=["image"],
+            output_names=["pred"],
+            dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,  # the TorchScript-based exporter needs no onnxscript and handles open_clip
+        )

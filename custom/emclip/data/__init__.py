@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "expand_slices": "datasets",
     "make_dataset": "datasets",
     "make_slice_dataset": "datasets",
+    "training_dataset": "datasets",
     "FUNDUS_CLASSES": "fundus",
     "MASK_FORMATS": "fundus",
     "find_fundus_items": "fundus",

@@ -19,8 +19,9 @@ from monai.transforms import Compose
 from tqdm.auto import tqdm
 
 from .common import logger
+from .transforms import augmentation, normalization, preprocessing, training_transforms
 
-__all__ = ["CACHE_MODES", "cache_nbytes", "expand_slices", "make_dataset", "make_slice_dataset"]
+__all__ = ["CACHE_MODES", "cache_nbytes", "expand_slices", "make_dataset", "make_slice_dataset", "training_dataset"]
 
 CACHE_MODES: tuple[str, ...] = ("memory", "disk", "none")
 
@@ -133,6 +134,38 @@ def make_slice_dataset(
     if progress:
         loaded = tqdm(loaded, total=len(volumes), desc="Preprocessing volumes")
     return Dataset(expand_slices(loaded, keys, labelled_only), _compose(transforms))
+
+
+def training_dataset(
+    data: Sequence[dict],
+    task: str,
+    preprocess: dict[str, Any] | None = None,
+    augment: dict[str, Any] | None = None,
+    normalize: bool | None = None,
+    cache: str = "memory",
+    cache_dir: str | Path | None = None,
+    num_workers: int | None = 1,
+) -> Dataset:
+    """The training set of a task: fundus images, or the labelled slices of cardiac volumes.
+
+    One entry point for both tasks, so that a bundle's ``train#dataset`` is the same component
+    whatever the task overlay (MONAI Label overrides its ``data``).
+
+    Args:
+        data: training datalist items.
+        task: ``"fundus"`` or ``"cardiac"``.
+        preprocess: options of ``preprocessing``. augment: switches of ``augmentation``.
+        normalize: see ``normalization``.
+        cache: ``"memory"``, ``"disk"`` or ``"none"`` for the deterministic preprocessing (cardiac
+            slices are always held in memory; ``"disk"`` also keeps the volumes in ``cache_dir``).
+        cache_dir: folder of the disk cache.
+        num_workers: threads that fill the memory cache.
+    """
+    preprocess, augment = dict(preprocess or {}), dict(augment or {})
+    if task == "cardiac":
+        per_slice = augmentation(task, **augment) + normalization(task, normalize=normalize)
+        return make_slice_dataset(data, preprocessing(task, **preprocess), per_slice, cache_dir=cache_dir if cache == "disk" else None)
+    return make_dataset(data, training_transforms(task, preprocess=preprocess, augment=augment, normalize=normalize), cache, cache_dir, num_workers)
 
 
 def cache_nbytes(dataset: Dataset) -> int:

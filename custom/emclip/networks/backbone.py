@@ -147,7 +147,14 @@ class CLIPBackbone(nn.Module):
         cls = vit.class_embedding.to(tokens.dtype).expand(b, 1, -1)
         tokens = torch.cat([cls, tokens], dim=1) + _resize_grid_embedding(vit.positional_embedding, grid)
         tokens = vit.ln_pre(vit.patch_dropout(tokens))
-        last, inter = vit.transformer.forward_intermediates(tokens, indices=self.indices)
+        # Under no_grad nn.MultiheadAttention takes a fused kernel that has no ONNX op; exporters
+        # (ours and MONAI's onnx_export) need the plain path.
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(fastpath and not torch.onnx.is_in_onnx_export())
+        try:
+            last, inter = vit.transformer.forward_intermediates(tokens, indices=self.indices)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
         maps = [t[:, 1:].transpose(1, 2).reshape(b, -1, *grid) for t in inter]
         dense = vit.ln_post(last[:, 1:]) @ vit.proj
         return maps, dense.transpose(1, 2).reshape(b, -1, *grid)

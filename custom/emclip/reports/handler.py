@@ -77,6 +77,8 @@ class MetricsReportHandler:
             grid differs from the label's (warned once per run), get no overlay.
         domain_key: key of the domain name (a string).
         case_key: key of the case name (a string).
+        log_summary: log the Markdown summary table (off for per-epoch validation, where the
+            metrics line of ``StatsHandler`` is enough).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class MetricsReportHandler:
         image_key: str = "image",
         domain_key: str = "domain",
         case_key: str = "case",
+        log_summary: bool = True,
     ) -> None:
         get_classes(task)  # fail at construction, not after a whole evaluation, on a bad task
         self.output_dir = Path(output_dir)
@@ -99,6 +102,7 @@ class MetricsReportHandler:
         self.image_key = image_key
         self.domain_key = domain_key
         self.case_key = case_key
+        self.log_summary = log_summary
         self.reset()
 
     def attach(self, engine: Engine) -> None:
@@ -229,4 +233,5 @@ class MetricsReportHandler:
             return
         write_reports(rows, self.output_dir, self.task, overlays=self.overlays)
         n_cases = len(rows) // len(dice_means)
-        logger.info("%d cases, reports in %s\n%s", n_cases, self.output_dir, summary_markdown(summary, self.task))
+        table = "\n" + summary_markdown(summary, self.task) if self.log_summary else ""
+        logger.info("%d cases, reports in %s%s", n_cases, self.output_dir, table)

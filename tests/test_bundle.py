@@ -1,0 +1,234 @@
+"""The bundle's workflows (train, resume, evaluate, infer, multi-process) on a tiny synthetic set."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import REPO
+from monai.bundle import ConfigWorkflow
+from PIL import Image
+
+CONFIGS = REPO / "bundle" / "configs"
+META = str(CONFIGS / "metadata.json")
+META_CARDIAC = [META, str(CONFIGS / "metadata_cardiac.json")]
+LOGGING = str(CONFIGS / "logging.conf")
+# small and fast: 64 x 64 inputs, one epoch, a narrow EM
+TINY = {"epochs": 1, "batch_size": 2, "num_workers": 0, "spatial_size": [64, 64], "network_def#em_bases": 8}
+TINY_CARDIAC = {**TINY, "preprocess#spacing": 3.0}
+
+
+def cfg(*names):
+    return [str(CONFIGS / f"{n}.yaml") for n in names]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from emclip.data import write_synthetic
+
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic(root, "fundus", per_domain=4, image_size=96, progress=False)
+    write_synthetic(root, "cardiac", per_domain=2, progress=False)
+    return root
+
+
+def run(config_files, meta=META, workflow_type="train", keep=None, **overrides):
+    """Run a workflow in-process; return the parsed config item ``keep``."""
+    workflow = ConfigWorkflow(
+        config_file=config_files, meta_file=meta, logging_file=LOGGING, workflow_type=workflow_type, **overrides
+    )
+    workflow.initialize()
+    workflow.run()
+    kept = workflow.parser.get_parsed_content(keep) if keep else None
+    workflow.finalize()
+    return kept
+
+
+def cli(*args):
+    out = subprocess.run([sys.executable, "-m", "monai.bundle", *args], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def fundus_run(data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundle")
+    run(cfg("train", "fundus"), bundle_root=str(root), dataset_dir=str(data / "fundus"), train_domains=["SynthA"], **TINY)
+    return root
+
+
+def test_train_writes_checkpoints_and_resume_continues(fundus_run, data):
+    models = fundus_run / "models" / "fundus"
+    assert (models / "model.pt").is_file()
+    assert any("epoch=1" in p.name for p in models.iterdir())
+    state = torch.load(models / "model.pt", weights_only=True)  # a plain state_dict, as MONAI Label expects
+    assert state["text.embeddings"].shape == (3, 128)
+    trainer = run(
+        cfg("train", "fundus"), keep="train#trainer", bundle_root=str(fundus_run), dataset_dir=str(data / "fundus"),
+        train_domains=["SynthA"], **{**TINY, "epochs": 2},
+    )
+    assert trainer.state.epoch == 2
+    # one epoch was run, not two: the iteration counter continued from the checkpoint
+    assert trainer.state.iteration == 2 * trainer.state.epoch_length
+    assert any("epoch=2" in p.name for p in models.iterdir())
+
+
+def test_evaluate_writes_reports_per_case_and_domain(fundus_run, data):
+    out = fundus_run / "eval"
+    run(
+        cfg("train", "evaluate", "fundus"), bundle_root=str(fundus_run), dataset_dir=str(data / "fundus"),
+        train_domains=["SynthA"], output_dir=str(out), **TINY,
+    )
+    rows = read_csv(out / "metrics_per_case.csv")
+    assert list(rows[0]) == ["domain", "case", "class", "dice", "hd95"]
+    assert {r["domain"] for r in rows} == {"SynthB", "SynthC"}
+    assert len(rows) == 2 * 4 * 2  # two unseen domains x four images x (OD, OC)
+    summary = read_csv(out / "metrics_summary.csv")
+    assert list(summary[0]) == ["domain", "class", "metric", "mean", "std", "n"]
+    assert (out / "metrics_summary.md").is_file()
+    assert (out / "plots" / "dice_SynthB.png").is_file()
+    assert len(list((out / "overlays" / "SynthC").glob("*.png"))) == 3
+
+
+@pytest.mark.parametrize("encoding,allowed", [("index", {0, 1, 2}), ("dofe", {0, 128, 255})])
+def test_fundus_inference_png_at_input_size(fundus_run, data, tmp_path, encoding, allowed):
+    source = next((data / "fundus" / "SynthB").rglob("image/*.png"))
+    image = tmp_path / "wide.png"
+    Image.open(source).crop((0, 0, 96, 80)).save(image)  # not square: catches transposed outputs
+    out = tmp_path / "pred"
+    run(
+        cfg("inference", "fundus"), workflow_type="infer", bundle_root=str(fundus_run), input_dir=str(image),
+        output_dir=str(out), mask_encoding=encoding, spatial_size=[64, 64], **{"network_def#em_bases": 8},
+    )
+    (pred,) = out.glob("*.png")
+    mask = Image.open(pred)
+    assert mask.size == (96, 80)
+    assert set(np.unique(np.array(mask)).tolist()) <= allowed
+
+
+def test_cardiac_train_evaluate_infer_keep_geometry(data, tmp_path):
+    common = {"bundle_root": str(tmp_path), "dataset_dir": str(data / "cardiac"), "train_domains": ["A"]}
+    run(cfg("train", "cardiac"), meta=META_CARDIAC, **common, **TINY_CARDIAC)
+    assert (tmp_path / "models" / "cardiac" / "model.pt").is_file()
+    run(cfg("train", "evaluate", "cardiac"), meta=META_CARDIAC, output_dir=str(tmp_path / "eval"), **common, **TINY_CARDIAC)
+    rows = read_csv(tmp_path / "eval" / "metrics_per_case.csv")
+    assert {r["class"] for r in rows} == {"LV", "MYO", "RV"}
+    assert {r["domain"] for r in rows} == {"B", "C"}
+    volume = sorted((data / "cardiac").glob("*_sa_ED.nii.gz"))[0]
+    run(
+        cfg("inference", "cardiac"), meta=META_CARDIAC, workflow_type="infer", bundle_root=str(tmp_path),
+        input_dir=str(volume), output_dir=str(tmp_path / "pred"), spatial_size=[64, 64],
+        **{"network_def#em_bases": 8, "preprocess#spacing": 3.0},
+    )
+    (pred,) = (tmp_path / "pred").glob("*.nii.gz")
+    source, result = nib.load(volume), nib.load(pred)
+    assert result.shape == source.shape
+    np.testing.assert_allclose(result.affine, source.affine, atol=1e-4)
+    assert set(np.unique(result.get_fdata()).tolist()) <= {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize(
+    "files,meta,kind,task",
+    [
+        (("train",), META, "train", "fundus"),
+        (("train", "cardiac"), META_CARDIAC, "train", "cardiac"),
+        (("train", "evaluate"), META, "train", "fundus"),
+        (("inference",), META, "infer", "fundus"),
+        (("inference", "cardiac"), META_CARDIAC, "infer", "cardiac"),
+    ],
+)
+def test_workflow_properties_complete(data, tmp_path, files, meta, kind, task):
+    # properties are read by instantiating them, so the workflow needs data to point at
+    from conftest import tiny_net
+
+    domain = {"fundus": "SynthA", "cardiac": "A"}[task]
+    ckpt = tmp_path / "model.pt"  # evaluation and inference check the checkpoint before they start
+    torch.save(tiny_net(3 if task == "fundus" else 4).state_dict(), ckpt)
+    if kind == "train":
+        overrides = {"dataset_dir": str(data / task), "train_domains": [domain], "ckpt_path": str(ckpt)}
+    else:
+        image = next(p for p in sorted((data / task).rglob("*")) if p.name.endswith((".png", "_ED.nii.gz")))
+        overrides = {"input_dir": str(image), "ckpt_path": str(ckpt)}
+    workflow = ConfigWorkflow(
+        config_file=cfg(*files), meta_file=meta, workflow_type=kind, bundle_root=str(tmp_path), **overrides, **TINY
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    for key in ("bundle_root", "device", "dataset_dir", "output_dir", "inferer", "preprocessing", "postprocessing"):
+        assert key in workflow.parser, key
+    if kind == "train":
+        for key in ("train#trainer", "train#dataset", "train#handlers", "validate#evaluator", "validate#dataset", "val_interval"):
+            assert key in workflow.parser, key
+
+
+def test_inference_network_matches_training():
+    train = yaml.safe_load(open(CONFIGS / "train.yaml"))["network_def"]
+    infer = yaml.safe_load(open(CONFIGS / "inference.yaml"))["network_def"]
+    for key in ("pretrained", "encode_text"):  # inference takes both from the checkpoint
+        train.pop(key), infer.pop(key)
+    assert train == infer
+
+
+def test_configuration_errors_name_the_key(data, tmp_path):
+    common = {"bundle_root": str(tmp_path), **TINY}
+    with pytest.raises(Exception) as err:
+        run(cfg("train"), dataset_dir=str(data / "fundus"), train_domains=["Nowhere"], **common)
+    assert "train_domains" in repr(err.value.__cause__ or err.value) or "train_domains" in str(err.getrepr())
+    assert "SynthA" in str(err.getrepr())
+    with pytest.raises(Exception) as err:
+        run(cfg("train"), dataset_dir=str(tmp_path / "missing"), **common)
+    assert "dataset_dir" in str(err.getrepr()) and "missing" in str(err.getrepr())
+    cardiac_ckpt = tmp_path / "cardiac.pt"
+    from conftest import tiny_net
+
+    torch.save({"model": tiny_net(4, in_channels=1).state_dict()}, cardiac_ckpt)
+    with pytest.raises(Exception) as err:
+        run(cfg("inference"), workflow_type="infer", bundle_root=str(tmp_path), ckpt_path=str(cardiac_ckpt),
+            input_dir=str(next((data / "fundus" / "SynthB").rglob("image/*.png"))))
+    assert "ckpt_path" in str(err.getrepr()) and "4 classes" in str(err.getrepr())
+
+
+def test_model_zoo_checks(fundus_run, tmp_path):
+    cli("verify_metadata", "--meta_file", META, "--filepath", str(CONFIGS / "meta_schema.json"))
+    cli("verify_net_in_out", "network_def", "--meta_file", META, "--config_file", str(CONFIGS / "inference.yaml"))
+    ckpt = str(fundus_run / "models" / "fundus" / "model.pt")
+    common = ["--meta_file", META, "--config_file", str(CONFIGS / "inference.yaml"), "--ckpt_file", ckpt,
+              "--use_trace", "True", "--input_shape", "[1, 3, 64, 64]",
+              "--spatial_size", "[64, 64]", "--network_def#em_bases", "8"]
+    cli("ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"), *common)
+    cli("onnx_export", "network_def", "--filepath", str(tmp_path / "model.onnx"), *common,
+        "--converter_kwargs", "{'dynamo': False}")
+    ts = torch.jit.load(str(tmp_path / "model.ts"))
+    from emclip.networks import EMCLIP
+
+    net = EMCLIP(3, em_bases=8, encode_text=False).eval()
+    net.load_state_dict(torch.load(ckpt, weights_only=True))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ts(x), net(x), atol=1e-4, rtol=0)
+    assert (tmp_path / "model.onnx").stat().st_size > 0
+
+
+def test_two_process_ddp_training_on_cpu(data, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    files = str(cfg("train", "multi_gpu_train")).replace("'", '"')
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run", "training",
+         "--meta_file", META, "--config_file", files, "--logging_file", LOGGING,
+         "--bundle_root", str(tmp_path), "--dataset_dir", str(data / "fundus"), "--train_domains", "['SynthA']",
+         "--epochs", "1", "--batch_size", "1", "--num_workers", "0", "--spatial_size", "[64, 64]",
+         "--network_def#em_bases", "8"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (tmp_path / "models" / "fundus" / "model.pt").is_file()
