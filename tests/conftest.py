@@ -8,6 +8,23 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EMCLIP_DATA_ROOT", REPO.parent / "shared" / "data"))
 
 
+def chained(excinfo: pytest.ExceptionInfo, kind: type[BaseException]) -> str:
+    """Message of the first ``kind`` error in an exception chain (MONAI wraps errors raised in
+    transforms and config expressions)."""
+    err: BaseException | None = excinfo.value
+    while err is not None and not isinstance(err, kind):
+        err = err.__cause__ or err.__context__
+    assert err is not None, f"no {kind.__name__} in {excinfo.value!r}"
+    return str(err)
+
+
+def data_error(excinfo: pytest.ExceptionInfo) -> str:
+    """Message of the ``DataError`` in an exception chain."""
+    from emclip.data import DataError
+
+    return chained(excinfo, DataError)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -83,6 +83,14 @@ def test_train_writes_checkpoints_and_resume_continues(fundus_run, data):
     assert any("epoch=2" in p.name for p in models.iterdir())
 
 
+def test_mlflow_tracking(data, tmp_path):
+    pytest.importorskip("mlflow")
+    run(cfg("train"), tracking="mlflow", bundle_root=str(tmp_path), dataset_dir=str(data / "fundus"),
+        train_domains=["SynthA"], **TINY)
+    runs = tmp_path / "runs" / "fundus"
+    assert (runs / "mlruns.db").is_file() and (runs / "mlruns").is_dir()
+
+
 def test_evaluate_writes_reports_per_case_and_domain(fundus_run, data):
     out = fundus_run / "eval"
     run(
@@ -180,22 +188,26 @@ def test_inference_network_matches_training():
 
 
 def test_configuration_errors_name_the_key(data, tmp_path):
+    from conftest import chained, tiny_net
+
+    from emclip.workflows.checks import ConfigError
+
     common = {"bundle_root": str(tmp_path), **TINY}
     with pytest.raises(Exception) as err:
         run(cfg("train"), dataset_dir=str(data / "fundus"), train_domains=["Nowhere"], **common)
-    assert "train_domains" in repr(err.value.__cause__ or err.value) or "train_domains" in str(err.getrepr())
-    assert "SynthA" in str(err.getrepr())
+    message = chained(err, ConfigError)
+    assert "train_domains" in message and "Nowhere" in message and "SynthA" in message
     with pytest.raises(Exception) as err:
         run(cfg("train"), dataset_dir=str(tmp_path / "missing"), **common)
-    assert "dataset_dir" in str(err.getrepr()) and "missing" in str(err.getrepr())
+    message = chained(err, ConfigError)
+    assert message.startswith("dataset_dir") and "missing" in message
     cardiac_ckpt = tmp_path / "cardiac.pt"
-    from conftest import tiny_net
-
-    torch.save({"model": tiny_net(4, in_channels=1).state_dict()}, cardiac_ckpt)
+    torch.save(tiny_net(4, in_channels=1).state_dict(), cardiac_ckpt)
     with pytest.raises(Exception) as err:
         run(cfg("inference"), workflow_type="infer", bundle_root=str(tmp_path), ckpt_path=str(cardiac_ckpt),
             input_dir=str(next((data / "fundus" / "SynthB").rglob("image/*.png"))))
-    assert "ckpt_path" in str(err.getrepr()) and "4 classes" in str(err.getrepr())
+    message = chained(err, ConfigError)
+    assert message.startswith("ckpt_path") and "4 classes" in message and "num_classes=3" in message
 
 
 def test_model_zoo_checks(fundus_run, tmp_path):

@@ -12,6 +12,7 @@ import torch
 from monai.transforms import Compose, Invertd
 
 from emclip.data import DataError, build_datalist, expand_slices, labelled_slices, make_slice_dataset, preprocessing
+from conftest import data_error
 
 SHAPE = (20, 16, 5)  # in-plane 20 x 16 voxels of 2.5 mm, 5 slices
 SPACING = (2.5, 2.5, 8.0)
@@ -56,15 +57,6 @@ def _mnms(root: Path, ed: str = "0", es: str = "3", frames: int = 6) -> Path:
     return folder
 
 
-def _data_error(excinfo: pytest.ExceptionInfo) -> str:
-    """Message of the DataError in an exception chain (MONAI's Compose wraps transform errors)."""
-    err: BaseException | None = excinfo.value
-    while err is not None and not isinstance(err, DataError):
-        err = err.__cause__
-    assert err is not None, f"no DataError in {excinfo.value!r}"
-    return str(err)
-
-
 def test_split_out_layout(tmp_path: Path) -> None:
     _split_out(tmp_path, {"AAA111": "A", "BBB222": "B"})
     items = build_datalist(tmp_path, "cardiac")
@@ -94,7 +86,7 @@ def test_4d_volume_without_frame_information(tmp_path: Path) -> None:
         build_datalist(tmp_path, "cardiac")
     with pytest.raises(RuntimeError) as info:  # a 4D file given as one 3D frame
         Compose(preprocessing("cardiac"))({"image": str(folder / "P4D001_sa.nii.gz"), "label": str(folder / "P4D001_sa_gt.nii.gz")})
-    assert "P4D001_sa.nii.gz" in _data_error(info) and "no frame index" in _data_error(info)
+    assert "P4D001_sa.nii.gz" in data_error(info) and "no frame index" in data_error(info)
 
 
 def test_frame_index_beyond_the_volume(tmp_path: Path) -> None:
@@ -123,15 +115,15 @@ def test_bad_label_values_shape_and_corrupt_file(tmp_path: Path) -> None:
     _nifti(Path(ed["label"]), label)
     with pytest.raises(RuntimeError) as info:
         chain(ed)
-    assert "AAA111_sa_ED_gt.nii.gz" in _data_error(info) and "7" in _data_error(info)
+    assert "AAA111_sa_ED_gt.nii.gz" in data_error(info) and "7" in data_error(info)
     _nifti(Path(es["label"]), np.zeros((20, 16, 4), np.uint8))
     with pytest.raises(RuntimeError) as info:
         chain(es)
-    assert "AAA111_sa_ES_gt.nii.gz" in _data_error(info) and "AAA111_sa_ES.nii.gz" in _data_error(info)
+    assert "AAA111_sa_ES_gt.nii.gz" in data_error(info) and "AAA111_sa_ES.nii.gz" in data_error(info)
     Path(es["image"]).write_bytes(b"not a nifti file")
     with pytest.raises(RuntimeError) as info:
         chain(es)
-    assert "AAA111_sa_ES.nii.gz" in _data_error(info)
+    assert "AAA111_sa_ES.nii.gz" in data_error(info)
 
 
 def test_preprocessing_resamples_normalises_and_inverts(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from emclip.data import DataError, build_datalist, preprocessing, read_fundus_label
 from emclip.data.fundus import mask_to_label
+from conftest import data_error
 
 SIZE = 24
 # A label map with all three classes: background 0, rim 1 (disc ring), cup 2 (centre).
@@ -107,15 +108,6 @@ def test_image_without_mask(tmp_path: Path) -> None:
     assert [it["subject"] for it in build_datalist(tmp_path, "fundus", missing_label="skip")] == ["ok"]
 
 
-def _data_error(excinfo: pytest.ExceptionInfo) -> str:
-    """Message of the DataError in an exception chain (MONAI's Compose wraps transform errors)."""
-    err: BaseException | None = excinfo.value
-    while err is not None and not isinstance(err, DataError):
-        err = err.__cause__
-    assert err is not None, f"no DataError in {excinfo.value!r}"
-    return str(err)
-
-
 def _item(tmp_path: Path, image: np.ndarray, mask: np.ndarray) -> dict:
     return {
         "image": str(_png(tmp_path / "img.png", image)),
@@ -129,14 +121,14 @@ def test_corrupt_image_names_file(tmp_path: Path) -> None:
     Path(item["image"]).write_bytes(b"\x89PNG not really")
     with pytest.raises(RuntimeError) as info:
         Compose(preprocessing("fundus"))(item)
-    assert "img.png" in _data_error(info)
+    assert "img.png" in data_error(info)
 
 
 def test_mask_shape_differs_from_image(tmp_path: Path) -> None:
     item = _item(tmp_path, _rgb((SIZE, SIZE)), DOFE)
     with pytest.raises(RuntimeError) as info:
         Compose(preprocessing("fundus"))(item)
-    message = _data_error(info)
+    message = data_error(info)
     assert "img.png" in message and "msk.png" in message
 
 
@@ -162,7 +154,7 @@ def test_mask_format_option_applies_to_auto_items(tmp_path: Path) -> None:
     assert set(torch.unique(out["label"]).tolist()) == {0.0, 1.0, 2.0}
     with pytest.raises(RuntimeError) as info:  # the config says DoFE: index values are then an error
         Compose(preprocessing("fundus", mask_format="dofe"))(dict(item))
-    assert "msk.png" in _data_error(info)
+    assert "msk.png" in data_error(info)
 
 
 def test_image_only_preprocessing(tmp_path: Path) -> None:
