@@ -80,7 +80,8 @@ def test_train_writes_checkpoints_and_resume_continues(fundus_run, data):
     assert trainer.state.epoch == 2
     # one epoch was run, not two: the iteration counter continued from the checkpoint
     assert trainer.state.iteration == 2 * trainer.state.epoch_length
-    assert any("epoch=2" in p.name for p in models.iterdir())
+    # only the newest epoch checkpoint is kept, also across a resume
+    assert [p.name for p in models.glob("checkpoint_*.pt")] == ["checkpoint_checkpoint_epoch=2.pt"]
 
 
 def test_mlflow_tracking(data, tmp_path):

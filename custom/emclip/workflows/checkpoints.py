@@ -58,6 +58,16 @@ class EpochCheckpoints:
         CheckpointSaver(
             self.ckpt_dir, objects, file_prefix="checkpoint", save_interval=1, n_saved=1, epoch_level=True
         ).attach(engine)
+        # the saver only rotates its own files; the one a resumed run started from is pruned here
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._prune)
+
+    def _prune(self, engine: Engine) -> None:
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return
+        newest = last_checkpoint(self.ckpt_dir)
+        for path in glob.glob(os.path.join(self.ckpt_dir, "checkpoint_*.pt")):
+            if path != newest:
+                os.remove(path)
 
 
 class SourceValidation(ValidationHandler):
