@@ -214,6 +214,7 @@ def test_configuration_errors_name_the_key(data, tmp_path):
 def test_model_zoo_checks(fundus_run, tmp_path):
     cli("verify_metadata", "--meta_file", META, "--filepath", str(CONFIGS / "meta_schema.json"))
     cli("verify_net_in_out", "network_def", "--meta_file", META, "--config_file", str(CONFIGS / "inference.yaml"))
+    cli("verify_net_in_out", "network_def", "--meta_file", str(META_CARDIAC), "--config_file", str(cfg("inference", "cardiac")))
     ckpt = str(fundus_run / "models" / "fundus" / "model.pt")
     common = ["--meta_file", META, "--config_file", str(CONFIGS / "inference.yaml"), "--ckpt_file", ckpt,
               "--use_trace", "True", "--input_shape", "[1, 3, 64, 64]",
