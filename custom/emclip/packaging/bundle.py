@@ -1,0 +1,256 @@
+"""Build per-task Model Zoo style bundles from the repository's bundle (``bundle/``, ``custom/emclip``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from monai.bundle import ConfigParser
+from monai.bundle.utils import merge_kv
+
+__all__ = [
+    "BUNDLE_NAMES",
+    "REQUIRED_FILES",
+    "SCRIPTS_INIT",
+    "build_bundle",
+    "package",
+    "packaged_configs",
+    "packaged_metadata",
+    "verify_minimal",
+]
+
+REPO = Path(__file__).resolve().parents[3]
+SOURCE = REPO / "bundle"
+PACKAGE = Path(__file__).resolve().parents[1]
+
+BUNDLE_NAMES = {"fundus": "emclip_fundus_segmentation", "cardiac": "emclip_cardiac_mri_segmentation"}
+CONFIGS = ("train.yaml", "evaluate.yaml", "inference.yaml", "multi_gpu_train.yaml")
+REQUIRED_FILES = (
+    "configs/metadata.json",
+    "configs/meta_schema.json",
+    "configs/logging.conf",
+    *(f"configs/{name}" for name in CONFIGS),
+    "LICENSE",
+    "docs/README.md",
+    "docs/data_license.txt",
+    "large_files.yml",
+    "scripts/__init__.py",
+    "scripts/emclip/__init__.py",
+)
+COPIED = ("LICENSE", "large_files.yml", "docs/README.md", "docs/data_license.txt", "configs/logging.conf",
+          "configs/meta_schema.json")
+
+# A packaged bundle holds one task, so its outputs drop the per-task sub-folder and the best
+# checkpoint is `models/model.pt`, where MONAI Label and the Model Zoo look for it. Each key must
+# exist in the generated config: a renamed key in bundle/configs fails packaging, not a user's run.
+PATHS = {
+    "train.yaml": {
+        "bundle_root": ".",
+        "output_dir": "$@bundle_root + '/runs'",
+        "ckpt_dir": "$@bundle_root + '/models'",
+    },
+    "evaluate.yaml": {
+        "output_dir": "$@bundle_root + '/eval'",
+        "ckpt_path": "$@bundle_root + '/models/model.pt'",
+    },
+    "inference.yaml": {
+        "bundle_root": ".",
+        "output_dir": "$@bundle_root + '/predictions'",
+        "ckpt_path": "$@bundle_root + '/models/model.pt'",
+    },
+    "multi_gpu_train.yaml": {},
+}
+
+SCRIPTS_INIT = '''"""EM-CLIP custom code of this bundle.
+
+The package lives in `scripts/emclip` and is imported as the top-level package `emclip` (its
+modules import each other as `emclip.*`). Importing `scripts` puts this folder first on
+`sys.path`, so the configs' first import, `$import scripts`, makes their later `$import emclip`
+and `_target_: emclip...` resolve to this copy. `scripts` itself is found because the bundle
+folder is on `sys.path`: MONAI Label adds it; run `python -m monai.bundle ...` from the bundle
+folder, or set `PYTHONPATH=<bundle folder>`.
+"""
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+'''
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``overlay`` to ``base`` as ``monai.bundle`` merges a list of config files.
+
+    Args:
+        base: the config to update (not modified).
+        overlay: keys and values to apply; keys may be id paths (``a#b#c``).
+
+    Returns:
+        The merged config. An id-path key whose parent ``base`` lacks (an overlay config such as
+        evaluate.yaml names train.yaml's items) is kept as it is, for the later merge at run time.
+    """
+    parser = ConfigParser(config=json.loads(json.dumps(base)))
+    for key, value in overlay.items():
+        parent = key.lstrip("+").rpartition("#")[0]
+        if parent and parent not in parser:
+            parser.config[key] = value
+        else:
+            merge_kv(parser, key, value)
+    return parser.get()
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """Read one config file as a dict.
+
+    Args:
+        path: a YAML or JSON config file.
+    """
+    return ConfigParser.load_config_file(str(path))
+
+
+def packaged_configs(task: str, source: Path = SOURCE) -> dict[str, dict[str, Any]]:
+    """Generate the packaged workflow configs of ``task``.
+
+    Args:
+        task: ``fundus`` or ``cardiac``.
+        source: the repository's bundle folder.
+
+    Returns:
+        ``{file name: config}``: each config with the task overlay applied on top (so chains such
+        as train + evaluate resolve as with the overlay last), `$import scripts` first in
+        ``imports``, and paths relative to ``bundle_root``.
+    """
+    overlay = _load(source / "configs" / f"{task}.yaml")
+    configs = {}
+    for name in CONFIGS:
+        config = _merge(_load(source / "configs" / name), overlay)
+        for key, value in PATHS[name].items():
+            if key not in config:
+                raise KeyError(f"bundle/configs/{name}: no {key!r} to make relative to bundle_root")
+            config[key] = value
+        if "imports" in config:
+            # first, so that the `$import emclip` after it finds scripts/emclip (MONAI evaluates
+            # every import statement, in order, before any other expression)
+            config = {"imports": ["$import scripts"] + [i for i in config["imports"] if i != "$import scripts"],
+                      **{k: v for k, v in config.items() if k != "imports"}}
+        configs[name] = config
+    return configs
+
+
+def packaged_metadata(task: str, source: Path = SOURCE) -> dict[str, Any]:
+    """The task's metadata: ``metadata.json``, updated with ``metadata_<task>.json`` if it exists.
+
+    Args:
+        task: ``fundus`` or ``cardiac``.
+        source: the repository's bundle folder.
+    """
+    files = [source / "configs" / "metadata.json", source / "configs" / f"metadata_{task}.json"]
+    return ConfigParser.load_config_files([str(f) for f in files if f.is_file()])
+
+
+def _write_config(config: dict[str, Any], path: Path, origin: str) -> None:
+    """Write a generated YAML config with a header naming its sources.
+
+    Args:
+        config: the config.
+        path: the YAML file to write.
+        origin: the source files, for the header.
+    """
+    header = f"# Generated by `python -m emclip.packaging` from {origin}: edit those, not this file.\n"
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False, width=120))
+
+
+def _copy_scripts(target: Path) -> None:
+    """Copy the ``emclip`` package (prompts included) to ``target/emclip`` with the import shim.
+
+    Args:
+        target: the bundle's ``scripts`` folder.
+    """
+    # the packaging code itself has no use inside a bundle
+    shutil.copytree(PACKAGE, target / "emclip", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "packaging"))
+    (target / "__init__.py").write_text(SCRIPTS_INIT)
+
+
+def verify_minimal(bundle: Path) -> None:
+    """The Model Zoo's minimal checks: required files, and the version is the newest changelog entry.
+
+    Args:
+        bundle: a packaged bundle folder.
+
+    Raises:
+        ValueError: naming what is missing or inconsistent.
+    """
+    missing = [f for f in REQUIRED_FILES if not (bundle / f).is_file()]
+    if missing:
+        raise ValueError(f"{bundle}: missing {missing}")
+    metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+    newest = sorted(metadata["changelog"], key=lambda v: tuple(int(p) for p in v.split(".")))[-1]
+    if metadata["version"] != newest:
+        raise ValueError(f"{bundle}: version {metadata['version']} is not the newest changelog key {newest}")
+
+
+def build_bundle(task: str, output: Path, ckpt: Path | None = None, source: Path = SOURCE) -> Path:
+    """Write the bundle folder of ``task`` under ``output`` (replacing an older one).
+
+    Args:
+        task: ``fundus`` or ``cardiac``.
+        output: the folder to write ``<bundle name>/`` into.
+        ckpt: trained weights for ``models/model.pt`` (a state_dict of this task), or None.
+        source: the repository's bundle folder.
+
+    Returns:
+        The bundle folder.
+    """
+    bundle = Path(output) / BUNDLE_NAMES[task]
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    for name in COPIED:
+        (bundle / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, bundle / name)
+    metadata = packaged_metadata(task, source)
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=4) + "\n")
+    for name, config in packaged_configs(task, source).items():
+        _write_config(config, bundle / "configs" / name, f"bundle/configs/{name} + {task}.yaml")
+    _copy_scripts(bundle / "scripts")
+    if ckpt is not None:
+        from emclip.workflows import check_checkpoint
+
+        num_classes = metadata["network_data_format"]["outputs"]["pred"]["num_channels"]
+        shutil.copy2(check_checkpoint(str(ckpt), num_classes), bundle / "models" / "model.pt")
+    verify_minimal(bundle)
+    return bundle
+
+
+def _zip(bundle: Path) -> Path:
+    """Zip a bundle folder as ``<name>.zip`` beside it, holding the folder ``<name>/``.
+
+    Args:
+        bundle: the bundle folder.
+    """
+    return Path(shutil.make_archive(str(bundle), "zip", root_dir=bundle.parent, base_dir=bundle.name))
+
+
+def package(tasks: Iterable[str], output: Path, ckpt: Path | None = None, source: Path = SOURCE) -> list[Path]:
+    """Build and zip the bundle of each task.
+
+    Args:
+        tasks: tasks to package (``fundus``, ``cardiac``).
+        output: the output folder.
+        ckpt: trained weights for ``models/model.pt``, for a single task only.
+        source: the repository's bundle folder.
+
+    Returns:
+        The zip files written.
+    """
+    tasks = list(tasks)
+    if ckpt is not None and len(tasks) != 1:
+        raise ValueError("--ckpt holds the weights of one task: package one task at a time")
+    return [_zip(build_bundle(task, Path(output), ckpt, source)) for task in tasks]
