@@ -5,24 +5,7 @@ overlay is folded into every workflow config and the paths are made relative to 
 The custom code travels in ``scripts/``: see :data:`SCRIPTS_INIT` for how it is imported.
 """
 
-from emclip.packaging.bundle import (
-    BUNDLE_NAMES,
-    REQUIRED_FILES,
-    SCRIPTS_INIT,
-    build_bundle,
-    package,
-    packaged_configs,
-    packaged_metadata,
-    verify_minimal,
-)
+from emclip.packaging import bundle
+from emclip.packaging.bundle import *  # noqa: F401,F403 - the public names listed in bundle.__all__
 
-__all__ = [
-    "BUNDLE_NAMES",
-    "REQUIRED_FILES",
-    "SCRIPTS_INIT",
-    "build_bundle",
-    "package",
-    "packaged_configs",
-    "packaged_metadata",
-    "verify_minimal",
-]
+__all__ = list(bundle.__all__)
