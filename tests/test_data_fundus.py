@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from monai.transforms import Compose, Invertd
 from PIL import Image
 
 from emclip.data import DataError, build_datalist, preprocessing, read_fundus_label
+from emclip.data.common import input_error
 from emclip.data.fundus import mask_to_label
 from conftest import data_error
 
@@ -116,12 +118,25 @@ def _item(tmp_path: Path, image: np.ndarray, mask: np.ndarray) -> dict:
     }
 
 
-def test_corrupt_image_names_file(tmp_path: Path) -> None:
+def test_corrupt_image_names_file_and_cause(tmp_path: Path) -> None:
     item = _item(tmp_path, _rgb(), DOFE)
     Path(item["image"]).write_bytes(b"\x89PNG not really")
     with pytest.raises(RuntimeError) as info:
         Compose(preprocessing("fundus"))(item)
-    assert "img.png" in data_error(info)
+    message = data_error(info)
+    # the image reader's own error, not MONAI's fallback "cannot find a suitable reader"
+    assert message == f"cannot read image file {item['image']}: cannot identify image file '{item['image']}'"
+
+
+def test_input_error_is_an_http_422_where_starlette_is_installed() -> None:
+    HTTPException = pytest.importorskip("starlette.exceptions").HTTPException
+    err = input_error("cannot read image file x.png: image file is truncated")
+    assert isinstance(err, DataError) and isinstance(err, HTTPException)
+    assert (err.status_code, err.detail) == (422, "cannot read image file x.png: image file is truncated")
+    assert str(err) == err.detail
+    # DataLoader workers pickle their errors
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is type(err) and str(again) == str(err)
 
 
 def test_mask_shape_differs_from_image(tmp_path: Path) -> None:

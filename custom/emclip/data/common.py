@@ -1,10 +1,10 @@
-"""Shared names of the data package: its logger, its error type and the file suffixes it reads."""
+"""Shared names of the data package: its logger, its error types and the file suffixes it reads."""
 
 from __future__ import annotations
 
 import logging
 
-__all__ = ["DataError", "IMAGE_SUFFIXES", "logger"]
+__all__ = ["DataError", "IMAGE_SUFFIXES", "ServedDataError", "input_error", "logger"]
 
 logger = logging.getLogger("emclip.data")
 
@@ -14,3 +14,35 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".ti
 
 class DataError(ValueError):
     """Bad input data; the message names the offending file(s)."""
+
+
+def input_error(message: str) -> DataError:
+    """A ``DataError`` for bad input met by a transform, which may run inside a served request.
+
+    Where starlette is installed (MONAI Label's FastAPI server) it is a :class:`ServedDataError`.
+
+    Args:
+        message: what is wrong, naming the file.
+    """
+    return DataError(message) if ServedDataError is None else ServedDataError(message)
+
+
+try:
+    from starlette.exceptions import HTTPException
+except ImportError:  # no web server to answer
+    ServedDataError = None
+else:
+
+    class ServedDataError(DataError, HTTPException):
+        """A ``DataError`` that is also an HTTP 422 error.
+
+        A server answers it with the message as the response's ``detail``: MONAI Label answers any
+        other exception from a bundle with a bare 500 "Internal Server Error".
+        """
+
+        def __init__(self, message: str) -> None:
+            DataError.__init__(self, message)
+            HTTPException.__init__(self, status_code=422, detail=message)
+
+        def __str__(self) -> str:
+            return self.detail

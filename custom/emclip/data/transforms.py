@@ -44,7 +44,7 @@ from monai.transforms import (
 from monai.utils import convert_to_dst_type
 from PIL import Image
 
-from .common import DataError
+from .common import input_error
 from .fundus import read_fundus_label
 from .style import RandGINd
 
@@ -98,14 +98,17 @@ class ReadImaged(MapTransform):
     def __init__(self, keys: KeysCollection, reader: Any = None, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.loader = LoadImage(reader=reader, image_only=True)
+        # a named reader is the only one tried: LoadImage would otherwise fall back to every installed
+        # reader and, for a corrupt file, report "cannot find a suitable reader" instead of its error
+        self.reader = self.loader.readers[-1] if reader is not None else None
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             try:
-                d[key] = self.loader(d[key])
+                d[key] = self.loader(d[key], reader=self.reader)
             except Exception as err:  # readers raise many types; re-raise one that names the file
-                raise DataError(f"cannot read {key} file {d[key]}: {str(err).splitlines()[0]}") from err
+                raise input_error(f"cannot read {key} file {d[key]}: {str(err).splitlines()[0]}") from err
         return d
 
 
@@ -161,11 +164,11 @@ class SelectFramed(MapTransform):
             volume = d[key]
             if frame < 0:
                 if volume.shape[0] != 1:
-                    raise DataError(
+                    raise input_error(
                         f"{_filename(volume)} has {volume.shape[0]} frames but no frame index (ED/ES) was given"
                     )
             elif not 0 <= frame < volume.shape[0]:
-                raise DataError(f"{_filename(volume)} has {volume.shape[0]} frames; frame {frame} was asked for")
+                raise input_error(f"{_filename(volume)} has {volume.shape[0]} frames; frame {frame} was asked for")
             else:
                 d[key] = volume[frame : frame + 1]
         return d
@@ -179,7 +182,7 @@ class CheckSameShaped(MapTransform):
         shapes = {key: tuple(d[key].shape[1:]) for key in self.key_iterator(d)}
         if len(set(shapes.values())) > 1:
             detail = ", ".join(f"{_filename(d[k])} {s}" for k, s in shapes.items())
-            raise DataError(f"image and mask shapes differ: {detail}")
+            raise input_error(f"image and mask shapes differ: {detail}")
         return d
 
 
@@ -196,7 +199,7 @@ class CheckLabelsd(MapTransform):
             values = torch.unique(torch.as_tensor(d[key]))
             bad = [v for v in values.tolist() if v not in range(self.num_classes)]
             if bad:
-                raise DataError(
+                raise input_error(
                     f"label {_filename(d[key])} has values {bad[:10]} outside 0..{self.num_classes - 1}"
                 )
         return d
