@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -98,6 +99,24 @@ def test_unequal_colour_channels(tmp_path: Path) -> None:
     mask[0, 0] = (0, 128, 255)
     path = _png(tmp_path / "colour.png", mask)
     with pytest.raises(DataError, match="colour.png"):
+        read_fundus_label(path)
+
+
+def test_slicer_nifti_label(tmp_path: Path) -> None:
+    """A label map saved as 3D Slicer saves the label of a 2D image: voxel (column, row, 0)."""
+    path = tmp_path / "label.nii.gz"
+    nib.save(nib.Nifti1Image(LABEL.T[..., None].astype(np.int16), np.eye(4)), str(path))
+    np.testing.assert_array_equal(read_fundus_label(path), LABEL)
+    item = {"image": str(_png(tmp_path / "img.png", _rgb())), "label": str(path)}
+    png = _item(tmp_path / "png", _rgb(), DOFE)
+    out, ref = (Compose(preprocessing("fundus", spatial_size=LABEL.shape))(i) for i in (item, png))
+    torch.testing.assert_close(out["label"].as_tensor(), ref["label"].as_tensor())
+
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.eye(4)), str(path))
+    with pytest.raises(DataError, match=r"label\.nii\.gz has shape \(4, 4, 2\)"):
+        read_fundus_label(path)
+    nib.save(nib.Nifti1Image(np.full((4, 4, 1), 0.5, np.float32), np.eye(4)), str(path))
+    with pytest.raises(DataError, match=r"label\.nii\.gz has non-integer values"):
         read_fundus_label(path)
 
 

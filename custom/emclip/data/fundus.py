@@ -31,6 +31,7 @@ from .common import IMAGE_SUFFIXES, DataError, logger
 __all__ = [
     "FUNDUS_CLASSES",
     "MASK_FORMATS",
+    "NIFTI_SUFFIXES",
     "PAIR_SUFFIXES",
     "find_fundus_items",
     "mask_to_label",
@@ -42,6 +43,8 @@ __all__ = [
 FUNDUS_CLASSES: tuple[str, ...] = ("background", "optic disc rim", "optic cup")
 MASK_FORMATS: tuple[str, ...] = ("auto", "dofe", "index", "disc_cup_pair")
 PAIR_SUFFIXES: tuple[str, str] = ("-1-Disc-T", "-1-Cup-T")
+
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 
 _DOFE_TO_LABEL = {255: 0, 128: 1, 0: 2}
 _INDEX_VALUES = frozenset({0, 1, 2})
@@ -150,9 +153,15 @@ def _match_mask(image: Path, stem: str, masks: dict[str, Path], mask_format: str
 def read_mask(path: str | Path) -> np.ndarray:
     """Read a mask file as a 2D array ``(H, W)``; colour masks must have equal channels.
 
+    A NIfTI file (``.nii``, ``.nii.gz``) is read as a label map whose voxel ``(i, j, 0)`` is the
+    image's column ``i`` and row ``j``: 3D Slicer saves the label of a 2D image so, and MONAI Label
+    stores what Slicer submits.
+
     Raises:
         DataError: the file is unreadable, or its colour channels differ.
     """
+    if str(path).lower().endswith(NIFTI_SUFFIXES):
+        return _nifti_mask(path)
     try:
         with Image.open(path) as im:
             mask = np.asarray(im)
@@ -166,6 +175,23 @@ def read_mask(path: str | Path) -> np.ndarray:
     if mask.ndim != 2:
         raise DataError(f"mask {path} has shape {mask.shape}; expected a 2D image")
     return mask.astype(np.int64) if mask.dtype == bool else mask
+
+
+def _nifti_mask(path: str | Path) -> np.ndarray:
+    """The ``(H, W)`` array of a one-slice NIfTI label map (see :func:`read_mask`)."""
+    import nibabel as nib
+
+    try:
+        mask = np.squeeze(np.asanyarray(nib.load(str(path)).dataobj))
+    except Exception as err:  # nibabel raises several unrelated types for bad files
+        raise DataError(f"cannot read mask {path}: {err}") from err
+    if mask.ndim != 2:
+        raise DataError(f"mask {path} has shape {mask.shape}; expected a 2D label map (one slice)")
+    if not np.issubdtype(mask.dtype, np.integer):
+        if not np.array_equal(mask, np.round(mask)):
+            raise DataError(f"mask {path} has non-integer values; expected a label map")
+        mask = mask.astype(np.int64)
+    return mask.T
 
 
 def mask_to_label(mask: np.ndarray, mask_format: str, source: str = "<array>") -> np.ndarray:
