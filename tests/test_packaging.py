@@ -14,7 +14,13 @@ import torch
 import yaml
 from monai.bundle import ConfigParser
 
-from emclip.packaging import BUNDLE_NAMES, REQUIRED_FILES, package, packaged_configs, verify_minimal
+from emclip.packaging import (
+    BUNDLE_NAMES,
+    REQUIRED_FILES,
+    package,
+    verify_minimal,
+    write_untrained_weights,
+)
 
 SHAPES = {"fundus": [1, 3, 256, 256], "cardiac": [1, 1, 192, 192]}
 
@@ -54,10 +60,7 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
     """Both bundles, each with a checkpoint of the packaged inference architecture."""
     out = tmp_path_factory.mktemp("packaged")
     for task in BUNDLE_NAMES:
-        parser = ConfigParser(packaged_configs(task)["inference.yaml"])
-        ckpt = out / f"{task}.pt"
-        torch.save(parser.get_parsed_content("network_def").state_dict(), ckpt)
-        package([task], out, ckpt)
+        package([task], out, write_untrained_weights(task, out / f"{task}.pt"))
     return {task: out / name for task, name in BUNDLE_NAMES.items()}
 
 
@@ -130,3 +133,16 @@ def test_packaged_fundus_trains(tmp_path):
                   "--epochs", "1", "--batch_size", "2", "--num_workers", "0", "--spatial_size", "[64, 64]",
                   "--network_def#em_bases", "8")
     assert (bundle / "models" / "model.pt").is_file()
+
+
+def test_command_says_what_to_do_without_weights(tmp_path, capsys):
+    from emclip.packaging.__main__ import main
+
+    main(["--task", "fundus", "--output", str(tmp_path)])
+    out = capsys.readouterr().out
+    bundle = tmp_path / BUNDLE_NAMES["fundus"]
+    assert f"no {bundle}/models/model.pt: MONAI Label serves no model" in out
+    assert "--ckpt" in out and "restart the server" in out
+    ckpt = write_untrained_weights("fundus", tmp_path / "fundus.pt")
+    main(["--task", "fundus", "--output", str(tmp_path), "--ckpt", str(ckpt)])
+    assert "models/model.pt:" not in capsys.readouterr().out and (bundle / "models" / "model.pt").is_file()

@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--ckpt holds the weights of one task: use --task fundus or --task cardiac")
     for path in package(tasks, args.output, args.ckpt):
         print(f"wrote {path.with_suffix('')}/ and {path}")
+        if args.ckpt is None:
+            # MONAI Label cannot say more than "Ignore <bundle> as neither model.pt nor model.ts exists"
+            # at start (none of the bundle's code runs then), so what to do is said here
+            print(f"  no {path.with_suffix('')}/models/model.pt: MONAI Label serves no model for this bundle "
+                  "until trained weights are there; package again with --ckpt, or train it through MONAI Label "
+                  "(POST /train/<name> writes models/model.pt) and restart the server")
 
 
 if __name__ == "__main__":

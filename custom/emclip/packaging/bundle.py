@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from monai.bundle import ConfigParser
 from monai.bundle.utils import merge_kv
@@ -21,6 +22,7 @@ __all__ = [
     "packaged_configs",
     "packaged_metadata",
     "verify_minimal",
+    "write_untrained_weights",
 ]
 
 REPO = Path(__file__).resolve().parents[3]
@@ -141,6 +143,17 @@ def packaged_configs(task: str, source: Path = SOURCE) -> dict[str, dict[str, An
                       **{k: v for k, v in config.items() if k != "imports"}}
         configs[name] = config
     return configs
+
+
+def write_untrained_weights(task: str, path: Path) -> Path:
+    """Save the state_dict of an untrained packaged inference network of ``task`` to ``path``.
+
+    It loads as ``models/model.pt`` does: for checks and timings, whose results do not depend on the
+    weights' values.
+    """
+    network = ConfigParser(packaged_configs(task)["inference.yaml"]).get_parsed_content("network_def")
+    torch.save(network.state_dict(), path)
+    return Path(path)
 
 
 def packaged_metadata(task: str, source: Path = SOURCE) -> dict[str, Any]:
