@@ -47,15 +47,17 @@ def select_splits(
 
 
 def check_checkpoint(ckpt_path: str, num_classes: int) -> str:
-    """Return ``ckpt_path`` if it holds EM-CLIP weights for ``num_classes``, else raise naming the key."""
+    """Return ``ckpt_path`` if it holds a state_dict (plain or under ``"model"``), else raise naming
+    the key. EM-CLIP checkpoints are also checked for ``num_classes`` (their ``text.embeddings``
+    has one row per class); other networks (a baseline U-Net) are checked by ``load_state_dict``."""
     if not os.path.isfile(ckpt_path):
         raise ConfigError(f"ckpt_path: no checkpoint at {ckpt_path!r} (train first or override --ckpt_path)")
     state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     state = state.get("model", state) if isinstance(state, dict) else state
-    text = state.get("text.embeddings") if isinstance(state, dict) else None
-    if text is None:
-        raise ConfigError(f"ckpt_path: {ckpt_path!r} is not an EM-CLIP state_dict (no 'text.embeddings')")
-    if text.shape[0] != num_classes:
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise ConfigError(f"ckpt_path: {ckpt_path!r} is not a state_dict (a dict of tensors, or one under 'model')")
+    text = state.get("text.embeddings")
+    if text is not None and text.shape[0] != num_classes:
         raise ConfigError(
             f"ckpt_path: {ckpt_path!r} was trained for {text.shape[0]} classes but num_classes={num_classes}; "
             "use the task overlay the checkpoint was trained with"

@@ -1,0 +1,320 @@
+"""Single-source domain-generalization benchmark on real data: EM-CLIP, its ablations and MONAI's
+U-Net, trained on one domain and evaluated on every other domain found under the data root.
+
+    python -m emclip.benchmarks.dg --data-root ../shared/data --output bundle/docs/benchmarks [--quick]
+
+Models, seeds, epochs and the source domains are in ``bundle/configs/benchmark.yaml``. Each run is
+the bundle's own training and evaluation (train.yaml + evaluate.yaml + the task overlay) in a
+fresh process; the equivalent ``python -m monai.bundle`` commands are in each run's ``command.txt``.
+Finished runs are kept in ``--work-dir`` and skipped when the command is run again, so an
+interrupted benchmark continues where it stopped (an interrupted training resumes from its last
+epoch checkpoint).
+
+Writes to ``--output``: ``dg_runs.csv`` (one row per task, source, model, seed, domain and class:
+mean Dice and HD95 over the cases), ``dg_summary.csv`` / ``dg_summary.md`` (mean and sample
+standard deviation over the seeds, and mean training time), ``dg_dice_<task>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from emclip.data import build_datalist
+from emclip.demo import CONFIGS, TASKS, bundle_command
+from emclip.reports import summarize
+
+__all__ = ["load_settings", "plan_runs", "run_one", "collect", "summarize_seeds", "write_outputs"]
+
+SETTINGS = CONFIGS / "benchmark.yaml"
+RUN_FILE = "result.json"
+
+
+def load_settings(path: Path = SETTINGS, quick: bool = False) -> dict[str, Any]:
+    """Benchmark settings; ``quick`` applies the file's ``quick`` section (models, seeds, epochs)."""
+    settings = yaml.safe_load(Path(path).read_text())
+    if quick:
+        q = settings["quick"]
+        settings["seeds"] = q["seeds"]
+        settings["models"] = {name: settings["models"][name] for name in q["models"]}
+        for task, epochs in q["epochs"].items():
+            settings["tasks"][task]["overrides"]["epochs"] = epochs
+    return settings
+
+
+def plan_runs(settings: dict[str, Any], data_root: Path, work_dir: Path) -> list[dict[str, Any]]:
+    """One entry per seed x task x source x model for the tasks whose data folder exists, seeds
+    outermost so that a benchmark stopped early still compares every model.
+
+    A missing task folder or source domain is reported and skipped, never silently.
+    """
+    scenarios = []
+    for task, spec in settings["tasks"].items():
+        root = data_root / spec["data"]
+        if not root.is_dir():
+            print(f"[dg] skip {task}: no folder {root}", flush=True)
+            continue
+        found = sorted({item["domain"] for item in build_datalist(str(root), task)})
+        for source in spec["sources"]:
+            if source not in found:
+                print(f"[dg] skip {task} source {source}: not among the domains found in {root}: {found}", flush=True)
+            elif len(found) < 2:
+                print(f"[dg] skip {task} source {source}: no other domain to evaluate in {root}", flush=True)
+            else:
+                scenarios.append((task, source, root, spec["overrides"]))
+    runs = []
+    for seed in settings["seeds"]:
+        for task, source, root, task_overrides in scenarios:
+            for model, model_overrides in settings["models"].items():
+                overrides = {
+                    **settings["overrides"],
+                    **task_overrides,
+                    **model_overrides,
+                    "dataset_dir": str(root),
+                    "train_domains": [source],
+                    "seed": seed,
+                    "bundle_root": str(work_dir / f"{task}_{source}" / model / f"seed{seed}"),
+                    # one preprocessing cache per task: the deterministic part is the same in every run
+                    "train#dataset#cache_dir": str(work_dir / "cache" / task),
+                }
+                runs.append({"task": task, "source": source, "model": model, "seed": seed, "overrides": overrides})
+    return runs
+
+
+def _meta_and_configs(task: str, configs: list[str]) -> tuple[list[str], list[str]]:
+    meta = [str(CONFIGS / m) for m in TASKS[task][1]]
+    return meta, [str(CONFIGS / f"{c}.yaml") for c in configs + [task]]
+
+
+def run_one(run: dict[str, Any]) -> dict[str, Any]:
+    """Train and evaluate one run in this process; returns times, parameter count and peak memory."""
+    from monai.bundle import ConfigWorkflow
+
+    result: dict[str, Any] = {}
+    for workflow, configs, kind in (("training", ["train"], "train"), ("evaluating", ["train", "evaluate"], "eval")):
+        meta, files = _meta_and_configs(run["task"], configs)
+        start = time.perf_counter()
+        wf = ConfigWorkflow(
+            config_file=files,
+            meta_file=meta,
+            logging_file=str(CONFIGS / "logging.conf"),
+            run_id=workflow,
+            workflow_type=kind,
+            **run["overrides"],
+        )
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+        result[f"{kind}_s"] = round(time.perf_counter() - start, 1)
+        if kind == "train":
+            result["params"] = sum(p.numel() for p in wf.parser.get_parsed_content("network").parameters())
+    # ru_maxrss is in KiB on Linux; children are the data-loader workers
+    result["peak_rss_mib"] = round(
+        max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024, 1
+    )
+    return result
+
+
+def _run_dir(run: dict[str, Any]) -> Path:
+    return Path(run["overrides"]["bundle_root"])
+
+
+def _commands(run: dict[str, Any]) -> str:
+    """The ``python -m monai.bundle`` commands equivalent to :func:`run_one`."""
+    return "".join(
+        shlex.join(bundle_command(workflow, configs, run["task"], **run["overrides"])) + "\n"
+        for workflow, configs in (("training", ["train"]), ("evaluating", ["train", "evaluate"]))
+    )
+
+
+def execute(run: dict[str, Any]) -> dict[str, Any]:
+    """Run ``run`` in a child process (skipped when its result exists); returns its result."""
+    out = _run_dir(run)
+    done = out / RUN_FILE
+    if done.is_file():
+        return json.loads(done.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "command.txt").write_text(_commands(run))
+    spec = out / "run.json"
+    spec.write_text(json.dumps(run))
+    with open(out / "log.txt", "a") as log:
+        proc = subprocess.run([sys.executable, "-m", "emclip.benchmarks.dg", "--run-one", str(spec)], stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"run {out} failed (exit {proc.returncode}); see {out / 'log.txt'}")
+    return json.loads(done.read_text())
+
+
+def collect(run: dict[str, Any], result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of one finished run: mean Dice/HD95 per evaluated domain and class."""
+    per_case = _run_dir(run) / "eval" / run["task"] / "metrics_per_case.csv"
+    with open(per_case, newline="") as f:
+        summary = summarize(list(csv.DictReader(f)), run["task"])
+    rows = {}
+    for entry in summary:
+        if entry["domain"] == "all":
+            continue
+        key = (entry["domain"], entry["class"])
+        row = rows.setdefault(
+            key,
+            {"task": run["task"], "source": run["source"], "model": run["model"], "seed": run["seed"],
+             "domain": entry["domain"], "class": entry["class"], "n": entry["n"], **result},
+        )
+        row[entry["metric"]] = entry["mean"]
+    return list(rows.values())
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    arr = np.array([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def summarize_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation (ddof=1; 0 for one seed) over seeds."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["task"], row["source"], row["domain"], row["class"], row["model"]), []).append(row)
+    summary = []
+    for (task, source, domain, name, model), group in groups.items():
+        dice, dice_sd = _mean_sd([r["dice"] for r in group])
+        hd95, hd95_sd = _mean_sd([r["hd95"] for r in group])
+        summary.append(
+            {"task": task, "source": source, "domain": domain, "class": name, "model": model,
+             "seeds": len(group), "dice_mean": dice, "dice_sd": dice_sd, "hd95_mean": hd95, "hd95_sd": hd95_sd,
+             "train_s_mean": float(np.mean([r["train_s"] for r in group])), "params": group[0]["params"],
+             "peak_rss_mib_max": max(r["peak_rss_mib"] for r in group)}
+        )
+    return summary
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summary_markdown(summary: list[dict[str, Any]], models: list[str]) -> str:
+    """One table per task and source: Dice mean ± sd per domain and class, a column per model."""
+    lines = []
+    for task, source in dict.fromkeys((s["task"], s["source"]) for s in summary):
+        part = [s for s in summary if s["task"] == task and s["source"] == source]
+        seeds = max(s["seeds"] for s in part)
+        lines += [f"### {task}: trained on {source} (Dice, mean ± sd over {seeds} seed(s))", "",
+                  "| domain | class | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+        for domain, name in dict.fromkeys((s["domain"], s["class"]) for s in part):
+            cells = {s["model"]: s for s in part if s["domain"] == domain and s["class"] == name}
+            text = [f"{cells[m]['dice_mean']:.3f} ± {cells[m]['dice_sd']:.3f}" if m in cells else "n/a" for m in models]
+            lines.append(f"| {domain} | {name} | " + " | ".join(text) + " |")
+        first = {s["model"]: s for s in part}
+        lines.append("| training time (s) | | " + " | ".join(f"{first[m]['train_s_mean']:.0f}" if m in first else "n/a" for m in models) + " |")
+        lines.append("| parameters | | " + " | ".join(f"{first[m]['params']:,}" if m in first else "n/a" for m in models) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(summary: list[dict[str, Any]], task: str, models: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    part = [s for s in summary if s["task"] == task]
+    groups = list(dict.fromkeys((s["source"], s["domain"], s["class"]) for s in part))
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups)), 3.5))
+    for i, model in enumerate(models):
+        cells = {(s["source"], s["domain"], s["class"]): s for s in part if s["model"] == model}
+        means = [cells[g]["dice_mean"] if g in cells else math.nan for g in groups]
+        sds = [cells[g]["dice_sd"] if g in cells else 0.0 for g in groups]
+        ax.bar(np.arange(len(groups)) + (i - (len(models) - 1) / 2) * width, means, width, yerr=sds, label=model, capsize=2)
+    ax.set_xticks(np.arange(len(groups)), [f"{s}→{d}\n{c}" for s, d, c in groups], fontsize=8)
+    ax.set_ylabel("Dice on the unseen domain")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, ncol=len(models))
+    ax.set_title(f"{task}: single-source domain generalization")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(rows: list[dict[str, Any]], models: list[str], output: Path, header: str) -> list[dict[str, Any]]:
+    """dg_runs.csv, dg_summary.csv, dg_summary.md and one plot per task; returns the summary."""
+    output.mkdir(parents=True, exist_ok=True)
+    summary = summarize_seeds(rows)
+    _write_csv(output / "dg_runs.csv", rows)
+    _write_csv(output / "dg_summary.csv", summary)
+    (output / "dg_summary.md").write_text(header + "\n\n" + summary_markdown(summary, models))
+    for task in dict.fromkeys(s["task"] for s in summary):
+        _plot(summary, task, models, output / f"dg_dice_{task}.png")
+    return summary
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, help="folder with fundus/ and cardiac/MnMs/ (see benchmark.yaml)")
+    parser.add_argument("--output", type=Path, default=Path("bundle/docs/benchmarks"))
+    parser.add_argument("--work-dir", type=Path, default=Path("benchmark_runs"), help="runs, checkpoints and caches")
+    parser.add_argument("--settings", type=Path, default=SETTINGS)
+    parser.add_argument("--quick", action="store_true", help="the settings' quick section: a smoke run in minutes")
+    parser.add_argument("--run-one", type=Path, help=argparse.SUPPRESS)  # internal: one run in this process
+    args = parser.parse_args()
+    if args.run_one:
+        run = json.loads(args.run_one.read_text())
+        result = run_one(run)
+        (args.run_one.parent / RUN_FILE).write_text(json.dumps(result))
+        return
+    if args.data_root is None or not args.data_root.is_dir():
+        parser.error(f"--data-root: {args.data_root} is not a folder")
+    settings = load_settings(args.settings, args.quick)
+    work_dir = (args.work_dir / ("quick" if args.quick else "full")).resolve()
+    runs = plan_runs(settings, args.data_root.resolve(), work_dir)
+    if not runs:
+        parser.error(f"--data-root: no task data found under {args.data_root}")
+    start = time.perf_counter()
+    rows = []
+    for i, run in enumerate(runs, 1):
+        t0 = time.perf_counter()
+        result = execute(run)
+        run_rows = collect(run, result)
+        rows += run_rows
+        dice = ", ".join(f"{r['domain']} {r['class']} {r['dice']:.3f}" for r in run_rows)
+        print(f"[dg] {i}/{len(runs)} {run['task']} {run['source']} {run['model']} seed {run['seed']}: "
+              f"train {result['train_s']} s, eval {result['eval_s']} s ({time.perf_counter() - t0:.0f} s here) | {dice}", flush=True)
+    wall = time.perf_counter() - start
+    header = (f"Measured by `python -m emclip.benchmarks.dg --data-root {args.data_root}"
+              f"{' --quick' if args.quick else ''}` on {cpu_name()}, "
+              f"{os.cpu_count()} CPU cores, {platform.python_version()}; {len(runs)} runs, {wall / 60:.1f} min "
+              f"(runs done before this invocation count as 0).")
+    write_outputs(rows, list(settings["models"]), args.output, header)
+    print(f"[dg] done in {wall / 60:.1f} min; results in {args.output}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
