@@ -1,0 +1,73 @@
+import csv
+
+import pytest
+import torch
+
+from emclip.benchmarks import speed
+
+
+def _ratio_of(row, emclip, encoder):
+    return pytest.approx(row[emclip] / row[encoder], abs=1e-3, rel=1e-3)
+
+
+@pytest.fixture
+def one_thread():
+    # Two threads on cores shared with other jobs wait on each other at every op: slow and erratic.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_speed_benchmark_rows_csvs_and_plots(tmp_path, one_thread):
+    results = speed.main(
+        ["--backbones", "cpu-resnet", "--sizes", "64", "--min-run-time", "0", "--train-batch", "8"]
+        + ["--train-batch-for", "cpu-resnet=2", "--memory-batch", "2", "--memory-steps", "2"]
+        + ["--em-bases", "4", "8", "--em-grids", "4", "--skip", "--output-dir", str(tmp_path)]
+    )
+
+    for part, batch in (("latency", 1), ("train", 2)):
+        (row,) = results[part]
+        assert (row["backbone"], row["size"], row["batch"]) == ("cpu-resnet", 64, batch)
+        for layout in speed.LAYOUTS:
+            assert row[f"emclip_{layout}_ms"] > 0 and row[f"encoder_{layout}_ms"] > 0
+            assert row[f"ratio_{layout}"] == _ratio_of(row, f"emclip_{layout}_ms", f"encoder_{layout}_ms")
+        for which in ("emclip", "encoder"):
+            assert row[f"{which}_ms"] == min(row[f"{which}_{layout}_ms"] for layout in speed.LAYOUTS)
+            assert row[f"{which}_ms"] == row[f"{which}_{row[f'{which}_layout']}_ms"]
+        assert row["ratio"] == _ratio_of(row, "emclip_ms", "encoder_ms")
+        assert row["samples"] >= 1 and row["threads"] == 1 and row["load_1m"] >= 0
+
+    em = results["em"]
+    assert sorted((row["K"], row["grid"]) for row in em) == [(4, 2), (4, 4), (8, 2), (8, 4)]
+    for row in em:
+        assert row["em_ms"] > 0 and row["tokens"] == row["grid"] ** 2 and row["size"] == row["grid"] * 32
+        if row["grid"] == 2:  # 64 px: the benchmarked size, so the full forwards are there
+            assert row["emclip_ms"] > 0 and row["emclip_no_em_ms"] > 0
+            assert row["share"] == _ratio_of(row, "em_ms", "emclip_ms")
+        else:
+            assert "share" not in row
+
+    (memory,) = results["memory"]
+    assert memory["emclip_peak_mib"] > memory["baseline_mib"] > 0 and memory["encoder_peak_mib"] > 0
+    assert memory["ratio"] == _ratio_of(memory, "emclip_peak_mib", "encoder_peak_mib")
+
+    for part, rows in results.items():
+        with open(tmp_path / f"speed_{part}.csv", newline="") as f:
+            written = list(csv.DictReader(f))
+        assert len(written) == len(rows) and {"threads", "load_1m"} <= set(written[0])
+    for part in ("latency", "train", "em"):
+        assert (tmp_path / f"speed_{part}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_skipped_runs_leave_a_row_with_the_reason():
+    (row,) = speed.run_memory(["cpu-resnet"], [64], batch=2, steps=1, skip=["memory:cpu-resnet:64"])
+    assert row["note"] == "skipped memory:cpu-resnet:64: listed in --skip"
+    assert "emclip_peak_mib" not in row
+
+
+def test_median_seconds_leaves_out_the_slow_first_calls(monkeypatch):
+    calls = iter([1.0, 0.5, 0.1, 0.1, 0.3, 0.1])
+    monkeypatch.setattr(speed, "_seconds", lambda step: next(calls))
+    # Warm-up ends at the first call no faster than 0.9 x the one before (the second 0.1).
+    assert speed.median_seconds(lambda: None, min_run_time=0.45) == (0.1, 3)
