@@ -209,6 +209,12 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def _cell(entry: dict[str, Any], seeds: int) -> str:
+    """``mean ± sd``, with the seed count when it is not the table's."""
+    text = f"{entry['dice_mean']:.3f} ± {entry['dice_sd']:.3f}"
+    return text if entry["seeds"] == seeds else f"{text} ({entry['seeds']} seed)"
+
+
 def summary_markdown(summary: list[dict[str, Any]], models: list[str]) -> str:
     """One table per task and source: Dice mean ± sd per domain and class, a column per model."""
     lines = []
@@ -219,7 +225,7 @@ def summary_markdown(summary: list[dict[str, Any]], models: list[str]) -> str:
                   "| domain | class | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
         for domain, name in dict.fromkeys((s["domain"], s["class"]) for s in part):
             cells = {s["model"]: s for s in part if s["domain"] == domain and s["class"] == name}
-            text = [f"{cells[m]['dice_mean']:.3f} ± {cells[m]['dice_sd']:.3f}" if m in cells else "n/a" for m in models]
+            text = [_cell(cells[m], seeds) if m in cells else "n/a" for m in models]
             lines.append(f"| {domain} | {name} | " + " | ".join(text) + " |")
         first = {s["model"]: s for s in part}
         lines.append("| training time (s) | | " + " | ".join(f"{first[m]['train_s_mean']:.0f}" if m in first else "n/a" for m in models) + " |")
@@ -283,6 +289,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("benchmark_runs"), help="runs, checkpoints and caches")
     parser.add_argument("--settings", type=Path, default=SETTINGS)
     parser.add_argument("--quick", action="store_true", help="the settings' quick section: a smoke run in minutes")
+    parser.add_argument("--report-only", action="store_true", help="summarize the finished runs; run nothing")
     parser.add_argument("--run-one", type=Path, help=argparse.SUPPRESS)  # internal: one run in this process
     args = parser.parse_args()
     if args.run_one:
@@ -298,20 +305,26 @@ def main() -> None:
     if not runs:
         parser.error(f"--data-root: no task data found under {args.data_root}")
     start = time.perf_counter()
-    rows = []
+    rows, missing = [], 0
     for i, run in enumerate(runs, 1):
         t0 = time.perf_counter()
+        if args.report_only and not (_run_dir(run) / RUN_FILE).is_file():
+            missing += 1
+            print(f"[dg] {i}/{len(runs)} {run['task']} {run['source']} {run['model']} seed {run['seed']}: not run", flush=True)
+            continue
         result = execute(run)
         run_rows = collect(run, result)
         rows += run_rows
         dice = ", ".join(f"{r['domain']} {r['class']} {r['dice']:.3f}" for r in run_rows)
         print(f"[dg] {i}/{len(runs)} {run['task']} {run['source']} {run['model']} seed {run['seed']}: "
               f"train {result['train_s']} s, eval {result['eval_s']} s ({time.perf_counter() - t0:.0f} s here) | {dice}", flush=True)
+    if not rows:
+        parser.error("no finished run to report")
     wall = time.perf_counter() - start
     header = (f"Measured by `python -m emclip.benchmarks.dg --data-root {args.data_root}"
               f"{' --quick' if args.quick else ''}` on {cpu_name()}, "
-              f"{os.cpu_count()} CPU cores, {platform.python_version()}; {len(runs)} runs, {wall / 60:.1f} min "
-              f"(runs done before this invocation count as 0).")
+              f"{os.cpu_count()} CPU cores, Python {platform.python_version()}; {len(runs) - missing} of {len(runs)} "
+              f"planned runs; training and evaluation times per run are in dg_runs.csv.")
     write_outputs(rows, list(settings["models"]), args.output, header)
     print(f"[dg] done in {wall / 60:.1f} min; results in {args.output}", flush=True)
 

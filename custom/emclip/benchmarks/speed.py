@@ -94,11 +94,13 @@ def _training_loss(which: str, batch: int, size: int) -> Callable[[Any], torch.T
     return lambda out: criterion(out, target)
 
 
-def _inference_step(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+def _inference_step(
+    model: torch.nn.Module, x: torch.Tensor, context: Callable[[], Any] = torch.inference_mode
+) -> Callable[[], None]:
     model.eval()
 
     def step() -> None:
-        with torch.inference_mode():
+        with context():
             model(x)
 
     return step

@@ -1,0 +1,64 @@
+"""Fill the generated parts of a Markdown report from benchmark outputs, so no measured number in
+``bundle/docs/benchmarks.md`` is typed by hand.
+
+    python -m emclip.benchmarks.report --doc bundle/docs/benchmarks.md --results bundle/docs/benchmarks [--check]
+
+A block ``<!-- include: NAME -->`` ... ``<!-- end -->`` is replaced by the file ``NAME`` of the
+results folder: a ``.md`` file verbatim, a ``.csv`` file as a Markdown table. ``--check`` changes
+nothing and exits with 1 when a block differs from its file (the test suite runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from pathlib import Path
+
+__all__ = ["csv_table", "render", "fill"]
+
+BLOCK = re.compile(r"(<!-- include: (?P<name>[^ ]+) -->\n)(?P<body>.*?)(<!-- end -->)", re.DOTALL)
+
+
+def csv_table(path: Path) -> str:
+    """A Markdown table of a CSV file, header row first."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError(f"{path}: empty CSV file")
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def render(name: str, results: Path) -> str:
+    path = results / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: named by an include block but not found")
+    text = csv_table(path) if path.suffix == ".csv" else path.read_text()
+    return text if text.endswith("\n") else text + "\n"
+
+
+def fill(doc: str, results: Path) -> str:
+    """``doc`` with every include block's body replaced by its file's content."""
+    return BLOCK.sub(lambda m: m.group(1) + render(m.group("name"), results) + m.group(4), doc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--doc", type=Path, default=Path("bundle/docs/benchmarks.md"))
+    parser.add_argument("--results", type=Path, default=Path("bundle/docs/benchmarks"))
+    parser.add_argument("--check", action="store_true", help="exit 1 if the doc is out of date; write nothing")
+    args = parser.parse_args()
+    doc = args.doc.read_text()
+    filled = fill(doc, args.results)
+    if args.check:
+        if filled != doc:
+            sys.exit(f"{args.doc}: generated blocks differ from {args.results}; run without --check")
+        return
+    args.doc.write_text(filled)
+
+
+if __name__ == "__main__":
+    main()

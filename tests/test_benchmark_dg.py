@@ -1,0 +1,95 @@
+"""The domain-generalization benchmark runner: planning, one real (tiny) run per model, resume and
+the summary over seeds."""
+
+import csv
+import math
+
+import pytest
+
+from emclip.benchmarks import dg
+
+TINY = {"epochs": 1, "batch_size": 2, "num_workers": 0, "spatial_size": [64, 64], "cache": "none", "val_fraction": 0.0}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    from emclip.data import write_synthetic
+
+    root = tmp_path_factory.mktemp("dg_data")
+    write_synthetic(root, "fundus", per_domain=3, image_size=96, progress=False)
+    return root
+
+
+def tiny_settings(**models):
+    settings = dg.load_settings()
+    settings["seeds"] = [0]
+    settings["models"] = {name: settings["models"][name] for name in models} if models else settings["models"]
+    settings["overrides"] = {**settings["overrides"], **TINY}
+    settings["tasks"] = {"fundus": {"data": "fundus", "sources": ["SynthA", "Nowhere"], "overrides": {}},
+                         "cardiac": {"data": "cardiac/MnMs", "sources": ["A"], "overrides": {}}}
+    return settings
+
+
+def test_settings_file_lists_the_issue_models_and_a_quick_subset():
+    settings = dg.load_settings()
+    assert set(settings["models"]) == {"emclip", "emclip_no_em", "emclip_no_text", "unet"}
+    assert len(settings["seeds"]) >= 2
+    assert settings["tasks"]["fundus"]["sources"] == ["REFUGE"] and settings["tasks"]["cardiac"]["sources"] == ["A", "B"]
+    quick = dg.load_settings(quick=True)
+    assert quick["seeds"] == [0] and list(quick["models"]) == ["emclip", "unet"]
+    assert quick["tasks"]["fundus"]["overrides"]["epochs"] < settings["tasks"]["fundus"]["overrides"]["epochs"]
+
+
+def test_plan_reports_what_it_skips_and_puts_seeds_outermost(data_root, tmp_path, capsys):
+    settings = tiny_settings()
+    settings["seeds"] = [0, 1]
+    runs = dg.plan_runs(settings, data_root, tmp_path)
+    out = capsys.readouterr().out
+    assert "skip fundus source Nowhere" in out and "skip cardiac: no folder" in out
+    assert [(r["seed"], r["model"]) for r in runs] == [(s, m) for s in (0, 1) for m in settings["models"]]
+    unet = next(r for r in runs if r["model"] == "unet")["overrides"]
+    assert unet["network_def"]["_target_"] == "UNet" and unet["train_domains"] == ["SynthA"]
+    no_em = next(r for r in runs if r["model"] == "emclip_no_em")["overrides"]
+    assert no_em["network_def#use_em"] is False and no_em["epochs"] == 1
+    # one preprocessing cache per task, a bundle_root per run
+    assert len({r["overrides"]["train#dataset#cache_dir"] for r in runs}) == 1
+    assert len({r["overrides"]["bundle_root"] for r in runs}) == len(runs)
+
+
+def test_runs_train_evaluate_resume_and_summarize(data_root, tmp_path):
+    settings = tiny_settings(emclip={}, unet={})
+    runs = dg.plan_runs(settings, data_root, tmp_path / "work")
+    rows = []
+    for run in runs:
+        result = dg.execute(run)
+        assert result["train_s"] > 0 and result["eval_s"] > 0 and result["params"] > 0 and result["peak_rss_mib"] > 0
+        rows += dg.collect(run, result)
+        assert "monai.bundle run training" in (tmp_path / "work" / "fundus_SynthA" / run["model"] / "seed0" / "command.txt").read_text()
+    # a finished run is not run again
+    log = tmp_path / "work" / "fundus_SynthA" / "unet" / "seed0" / "log.txt"
+    size = log.stat().st_size
+    assert dg.execute(runs[-1]) == result and log.stat().st_size == size
+    assert {(r["model"], r["domain"], r["class"]) for r in rows} == {
+        (m, d, c) for m in ("emclip", "unet") for d in ("SynthB", "SynthC") for c in ("OD", "OC")
+    }
+    assert all(0.0 <= r["dice"] <= 1.0 and r["n"] == 3 for r in rows)
+    out = tmp_path / "out"
+    dg.write_outputs(rows, ["emclip", "unet"], out, "header line")
+    for name in ("dg_runs.csv", "dg_summary.csv", "dg_summary.md", "dg_dice_fundus.png"):
+        assert (out / name).stat().st_size > 0
+    with open(out / "dg_runs.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    md = (out / "dg_summary.md").read_text()
+    assert md.startswith("header line") and "| domain | class | emclip | unet |" in md and "| SynthB | OC |" in md
+
+
+def test_summary_over_seeds_is_mean_and_sample_sd():
+    base = {"task": "fundus", "source": "S", "domain": "T", "class": "OD", "model": "m", "train_s": 10.0,
+            "params": 5, "peak_rss_mib": 1.0, "hd95": math.nan}
+    rows = [{**base, "seed": 0, "dice": 0.6}, {**base, "seed": 1, "dice": 0.8, "train_s": 20.0, "peak_rss_mib": 3.0}]
+    (entry,) = dg.summarize_seeds(rows)
+    assert entry["seeds"] == 2 and entry["dice_mean"] == pytest.approx(0.7)
+    assert entry["dice_sd"] == pytest.approx(math.sqrt(0.02))  # ddof=1: ((0.1^2) * 2) / 1
+    assert math.isnan(entry["hd95_mean"]) and entry["train_s_mean"] == 15.0 and entry["peak_rss_mib_max"] == 3.0
+    (single,) = dg.summarize_seeds(rows[:1])
+    assert single["dice_sd"] == 0.0

@@ -1,0 +1,50 @@
+"""Generated benchmark report blocks, and the profiling script at a tiny size."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emclip.benchmarks import profile, report
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_fill_replaces_include_blocks_with_files(tmp_path):
+    (tmp_path / "t.csv").write_text("model,dice\nunet,0.5\n")
+    (tmp_path / "s.md").write_text("| a |\n")
+    doc = "intro\n<!-- include: t.csv -->\nstale 0.9\n<!-- end -->\nmid\n<!-- include: s.md -->\n<!-- end -->\n"
+    filled = report.fill(doc, tmp_path)
+    assert filled == ("intro\n<!-- include: t.csv -->\n| model | dice |\n|---|---|\n| unet | 0.5 |\n<!-- end -->\n"
+                      "mid\n<!-- include: s.md -->\n| a |\n<!-- end -->\n")
+    assert report.fill(filled, tmp_path) == filled
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        report.fill("<!-- include: missing.csv -->\n<!-- end -->", tmp_path)
+
+
+def test_committed_benchmark_report_matches_its_results():
+    doc = REPO / "bundle" / "docs" / "benchmarks.md"
+    if not doc.exists():
+        pytest.skip("no benchmark report committed")
+    proc = subprocess.run([sys.executable, "-m", "emclip.benchmarks.report", "--doc", str(doc),
+                           "--results", str(REPO / "bundle" / "docs" / "benchmarks"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_profile_rows_at_a_tiny_size():
+    ops = profile.profile_ops("cpu-resnet", 64, 2, top=5)
+    assert [r["phase"] for r in ops] == ["train"] * 5 + ["inference"] * 5
+    assert all(0 < r["share"] <= 1 and r["self_ms"] >= 0 for r in ops)
+    variants = profile.time_variants("cpu-resnet", 64, 2, min_run_time=0.0)
+    assert [(r["phase"], r["variant"]) for r in variants] == [
+        ("train", "contiguous fp32"), ("train", "channels-last fp32"), ("train", "channels-last bf16 autocast"),
+        ("inference", "contiguous no_grad"), ("inference", "contiguous inference_mode"),
+        ("inference", "channels-last no_grad"), ("inference", "channels-last inference_mode"),
+    ]
+    assert variants[0]["ratio"] == 1.0 and variants[3]["ratio"] == 1.0
+    assert all(r["ms"] > 0 for r in variants)
+    train = {r["variant"]: r for r in variants if r["phase"] == "train"}
+    assert train["channels-last fp32"]["ratio"] == pytest.approx(
+        train["channels-last fp32"]["ms"] / train["contiguous fp32"]["ms"], rel=0.02)
