@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -218,8 +219,8 @@ def measure(output: Path, images: dict[str, list[Path]], ckpts: dict[str, Path |
         batch = [jobs[i % len(jobs)] for i in range(concurrent)]
         with ThreadPoolExecutor(len(batch)) as pool:
             responses, wall = timed(lambda: list(pool.map(lambda job: server.infer(*job), batch)))
-        result[f"{concurrent} concurrent"] = {"models": [m for m, _ in batch], "wall_s": wall,
-                                             "status": [r.status_code for r in responses]}
+        result[f"{concurrent} concurrent"] = {"requests": dict(Counter(m for m, _ in batch)), "wall_s": wall,
+                                             "status": dict(Counter(r.status_code for r in responses))}
         if masks:
             for name, mask in masks.items():
                 server.put_label(ids[name], mask)
