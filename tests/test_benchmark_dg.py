@@ -69,6 +69,10 @@ def test_runs_train_evaluate_resume_and_summarize(data_root, tmp_path):
     log = tmp_path / "work" / "fundus_SynthA" / "unet" / "seed0" / "log.txt"
     size = log.stat().st_size
     assert dg.execute(runs[-1]) == result and log.stat().st_size == size
+    # other settings in the same work dir are refused, not mixed in
+    changed = {**runs[-1], "overrides": {**runs[-1]["overrides"], "epochs": 2}}
+    with pytest.raises(RuntimeError, match="other benchmark settings"):
+        dg.execute(changed)
     assert {(r["model"], r["domain"], r["class"]) for r in rows} == {
         (m, d, c) for m in ("emclip", "unet") for d in ("SynthB", "SynthC") for c in ("OD", "OC")
     }

@@ -144,12 +144,14 @@ def _commands(run: dict[str, Any]) -> str:
 def execute(run: dict[str, Any]) -> dict[str, Any]:
     """Run ``run`` in a child process (skipped when its result exists); returns its result."""
     out = _run_dir(run)
-    done = out / RUN_FILE
+    done, spec = out / RUN_FILE, out / "run.json"
+    # a run folder left by other settings must not be mixed into these results
+    if spec.is_file() and json.loads(spec.read_text()) != run:
+        raise RuntimeError(f"{spec} was written by other benchmark settings; use another --work-dir or remove {out}")
     if done.is_file():
         return json.loads(done.read_text())
     out.mkdir(parents=True, exist_ok=True)
     (out / "command.txt").write_text(_commands(run))
-    spec = out / "run.json"
     spec.write_text(json.dumps(run))
     with open(out / "log.txt", "a") as log:
         proc = subprocess.run([sys.executable, "-m", "emclip.benchmarks.dg", "--run-one", str(spec)], stdout=log, stderr=subprocess.STDOUT)
