@@ -19,6 +19,11 @@ def test_fill_replaces_include_blocks_with_files(tmp_path):
     assert filled == ("intro\n<!-- include: t.csv -->\n| model | dice |\n|---|---|\n| unet | 0.5 |\n<!-- end -->\n"
                       "mid\n<!-- include: s.md -->\n| a |\n<!-- end -->\n")
     assert report.fill(filled, tmp_path) == filled
+    (tmp_path / "k.csv").write_text("K,ms\n16,1\n64,2\n")
+    assert report.fill("<!-- include: k.csv K=64 -->\n<!-- end -->", tmp_path) == (
+        "<!-- include: k.csv K=64 -->\n| K | ms |\n|---|---|\n| 64 | 2 |\n<!-- end -->")
+    with pytest.raises(ValueError, match="no column 'N'"):
+        report.fill("<!-- include: k.csv N=1 -->\n<!-- end -->", tmp_path)
     with pytest.raises(FileNotFoundError, match="missing.csv"):
         report.fill("<!-- include: missing.csv -->\n<!-- end -->", tmp_path)
 

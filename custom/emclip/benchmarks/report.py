@@ -4,7 +4,8 @@
     python -m emclip.benchmarks.report --doc bundle/docs/benchmarks.md --results bundle/docs/benchmarks [--check]
 
 A block ``<!-- include: NAME -->`` ... ``<!-- end -->`` is replaced by the file ``NAME`` of the
-results folder: a ``.md`` file verbatim, a ``.csv`` file as a Markdown table. ``--check`` changes
+results folder: a ``.md`` file verbatim, a ``.csv`` file as a Markdown table
+(``<!-- include: NAME column=value -->`` keeps the rows with that value). ``--check`` changes
 nothing and exits with 1 when a block differs from its file (the test suite runs it).
 """
 
@@ -18,31 +19,37 @@ from pathlib import Path
 
 __all__ = ["csv_table", "render", "fill"]
 
-BLOCK = re.compile(r"(<!-- include: (?P<name>[^ ]+) -->\n)(?P<body>.*?)(<!-- end -->)", re.DOTALL)
+BLOCK = re.compile(r"(<!-- include: (?P<name>[^ ]+)(?: (?P<column>\w+)=(?P<value>[^ ]+))? -->\n)(?P<body>.*?)(<!-- end -->)", re.DOTALL)
 
 
-def csv_table(path: Path) -> str:
-    """A Markdown table of a CSV file, header row first."""
+def csv_table(path: Path, column: str | None = None, value: str | None = None) -> str:
+    """A Markdown table of a CSV file, header row first; only rows whose ``column`` is ``value``
+    when a column is given."""
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
         raise ValueError(f"{path}: empty CSV file")
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    header, body = rows[0], rows[1:]
+    if column is not None:
+        if column not in header:
+            raise ValueError(f"{path}: no column {column!r} (columns: {header})")
+        body = [row for row in body if row[header.index(column)] == value]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines) + "\n"
 
 
-def render(name: str, results: Path) -> str:
+def render(name: str, results: Path, column: str | None = None, value: str | None = None) -> str:
     path = results / name
     if not path.is_file():
         raise FileNotFoundError(f"{path}: named by an include block but not found")
-    text = csv_table(path) if path.suffix == ".csv" else path.read_text()
+    text = csv_table(path, column, value) if path.suffix == ".csv" else path.read_text()
     return text if text.endswith("\n") else text + "\n"
 
 
 def fill(doc: str, results: Path) -> str:
     """``doc`` with every include block's body replaced by its file's content."""
-    return BLOCK.sub(lambda m: m.group(1) + render(m.group("name"), results) + m.group(4), doc)
+    return BLOCK.sub(lambda m: m.group(1) + render(m.group("name"), results, m.group("column"), m.group("value")) + m.group(6), doc)
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ __all__ = ["PRESETS", "get_preset"]
 # and one tokenizer serve every backbone.
 _SMALL_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2}
 
-# Sized to train on two CPU cores: a training step took 0.42 s (cpu-resnet) and 0.50 s (cpu-vit)
-# per 256 x 256 image at batch 8 with a 64-channel decoder on this project's 2-core machine.
+# Sized to train on two CPU cores: step times per preset and input size are in
+# bundle/docs/benchmarks.md (python -m emclip.benchmarks.speed).
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu-resnet": {
         "embed_dim": 128,
