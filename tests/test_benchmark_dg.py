@@ -35,9 +35,14 @@ def test_settings_file_lists_the_issue_models_and_a_quick_subset():
     assert set(settings["models"]) == {"emclip", "emclip_no_em", "emclip_no_text", "unet"}
     assert len(settings["seeds"]) >= 2
     assert settings["tasks"]["fundus"]["sources"] == ["REFUGE"] and settings["tasks"]["cardiac"]["sources"] == ["A", "B"]
-    quick = dg.load_settings(quick=True)
+    quick = dg.load_settings(variant="quick")
     assert quick["seeds"] == [0] and list(quick["models"]) == ["emclip", "unet"]
     assert quick["tasks"]["fundus"]["overrides"]["epochs"] < settings["tasks"]["fundus"]["overrides"]["epochs"]
+    long = dg.load_settings(variant="long")
+    assert long["tasks"]["cardiac"]["sources"] == ["A"] and long["tasks"]["fundus"]["sources"] == ["REFUGE"]
+    assert long["tasks"]["cardiac"]["overrides"]["epochs"] > settings["tasks"]["cardiac"]["overrides"]["epochs"]
+    with pytest.raises(ValueError, match="no variant 'slow'"):
+        dg.load_settings(variant="slow")
 
 
 def test_plan_reports_what_it_skips_and_puts_seeds_outermost(data_root, tmp_path, capsys):
@@ -96,4 +101,6 @@ def test_summary_over_seeds_is_mean_and_sample_sd():
     assert entry["dice_sd"] == pytest.approx(math.sqrt(0.02))  # ddof=1: ((0.1^2) * 2) / 1
     assert math.isnan(entry["hd95_mean"]) and entry["train_s_mean"] == 15.0 and entry["peak_rss_mib_max"] == 3.0
     (single,) = dg.summarize_seeds(rows[:1])
-    assert single["dice_sd"] == 0.0
+    assert math.isnan(single["dice_sd"])
+    md = dg.summary_markdown([single], ["m"])
+    assert "(Dice, one seed)" in md and "| T | OD | 0.600 |" in md

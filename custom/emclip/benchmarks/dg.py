@@ -3,7 +3,8 @@ U-Net, trained on one domain and evaluated on every other domain found under the
 
     python -m emclip.benchmarks.dg --data-root ../shared/data --output bundle/docs/benchmarks [--quick]
 
-Models, seeds, epochs and the source domains are in ``bundle/configs/benchmark.yaml``. Each run is
+Models, seeds, epochs and the source domains are in ``bundle/configs/benchmark.yaml``; its
+``variants`` (``--variant NAME``; ``--quick`` is ``--variant quick``) change some of them. Each run is
 the bundle's own training and evaluation (train.yaml + evaluate.yaml + the task overlay) in a
 fresh process; the equivalent ``python -m monai.bundle`` commands are in each run's ``command.txt``.
 Finished runs are kept in ``--work-dir`` and skipped when the command is run again, so an
@@ -44,15 +45,21 @@ SETTINGS = CONFIGS / "benchmark.yaml"
 RUN_FILE = "result.json"
 
 
-def load_settings(path: Path = SETTINGS, quick: bool = False) -> dict[str, Any]:
-    """Benchmark settings; ``quick`` applies the file's ``quick`` section (models, seeds, epochs)."""
+def load_settings(path: Path = SETTINGS, variant: str | None = None) -> dict[str, Any]:
+    """Benchmark settings with the file's variant ``variant`` applied: any of its ``seeds``,
+    ``models`` (a subset, by name), ``epochs`` and ``sources`` (per task) replace the defaults."""
     settings = yaml.safe_load(Path(path).read_text())
-    if quick:
-        q = settings["quick"]
-        settings["seeds"] = q["seeds"]
-        settings["models"] = {name: settings["models"][name] for name in q["models"]}
-        for task, epochs in q["epochs"].items():
-            settings["tasks"][task]["overrides"]["epochs"] = epochs
+    if variant is None:
+        return settings
+    if variant not in settings["variants"]:
+        raise ValueError(f"{path}: no variant {variant!r}; the variants are {sorted(settings['variants'])}")
+    v = settings["variants"][variant]
+    settings["seeds"] = v.get("seeds", settings["seeds"])
+    settings["models"] = {name: settings["models"][name] for name in v.get("models", settings["models"])}
+    for task, epochs in v.get("epochs", {}).items():
+        settings["tasks"][task]["overrides"]["epochs"] = epochs
+    for task, sources in v.get("sources", {}).items():
+        settings["tasks"][task]["sources"] = sources
     return settings
 
 
@@ -183,11 +190,12 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     arr = np.array([v for v in values if not math.isnan(v)], dtype=np.float64)
     if arr.size == 0:
         return math.nan, math.nan
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    # one seed has no spread to report: NaN, not a zero that reads as "no variation"
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan
 
 
 def summarize_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sample standard deviation (ddof=1; 0 for one seed) over seeds."""
+    """Mean and sample standard deviation (ddof=1; NaN for one seed) over seeds."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["task"], row["source"], row["domain"], row["class"], row["model"]), []).append(row)
@@ -212,8 +220,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _cell(entry: dict[str, Any], seeds: int) -> str:
-    """``mean ± sd``, with the seed count when it is not the table's."""
-    text = f"{entry['dice_mean']:.3f} ± {entry['dice_sd']:.3f}"
+    """``mean ± sd`` (the mean alone for one seed), with the seed count when it is not the table's."""
+    text = f"{entry['dice_mean']:.3f}" if math.isnan(entry["dice_sd"]) else f"{entry['dice_mean']:.3f} ± {entry['dice_sd']:.3f}"
     return text if entry["seeds"] == seeds else f"{text} ({entry['seeds']} seed)"
 
 
@@ -223,7 +231,8 @@ def summary_markdown(summary: list[dict[str, Any]], models: list[str]) -> str:
     for task, source in dict.fromkeys((s["task"], s["source"]) for s in summary):
         part = [s for s in summary if s["task"] == task and s["source"] == source]
         seeds = max(s["seeds"] for s in part)
-        lines += [f"### {task}: trained on {source} (Dice, mean ± sd over {seeds} seed(s))", "",
+        over = f"mean ± sd over {seeds} seeds" if seeds > 1 else "one seed"
+        lines += [f"### {task}: trained on {source} (Dice, {over})", "",
                   "| domain | class | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
         for domain, name in dict.fromkeys((s["domain"], s["class"]) for s in part):
             cells = {s["model"]: s for s in part if s["domain"] == domain and s["class"] == name}
@@ -290,7 +299,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("bundle/docs/benchmarks"))
     parser.add_argument("--work-dir", type=Path, default=Path("benchmark_runs"), help="runs, checkpoints and caches")
     parser.add_argument("--settings", type=Path, default=SETTINGS)
-    parser.add_argument("--quick", action="store_true", help="the settings' quick section: a smoke run in minutes")
+    parser.add_argument("--variant", help="a variant of the settings file (for example long: the reference epochs)")
+    parser.add_argument("--quick", action="store_const", dest="variant", const="quick", help="--variant quick: a smoke run in minutes")
     parser.add_argument("--report-only", action="store_true", help="summarize the finished runs; run nothing")
     parser.add_argument("--run-one", type=Path, help=argparse.SUPPRESS)  # internal: one run in this process
     args = parser.parse_args()
@@ -301,8 +311,8 @@ def main() -> None:
         return
     if args.data_root is None or not args.data_root.is_dir():
         parser.error(f"--data-root: {args.data_root} is not a folder")
-    settings = load_settings(args.settings, args.quick)
-    work_dir = (args.work_dir / ("quick" if args.quick else "full")).resolve()
+    settings = load_settings(args.settings, args.variant)
+    work_dir = (args.work_dir / (args.variant or "full")).resolve()
     runs = plan_runs(settings, args.data_root.resolve(), work_dir)
     if not runs:
         parser.error(f"--data-root: no task data found under {args.data_root}")
@@ -324,7 +334,7 @@ def main() -> None:
         parser.error("no finished run to report")
     wall = time.perf_counter() - start
     header = (f"Measured by `python -m emclip.benchmarks.dg --data-root {args.data_root}"
-              f"{' --quick' if args.quick else ''}` on {cpu_name()}, "
+              f"{f' --variant {args.variant}' if args.variant else ''}` on {cpu_name()}, "
               f"{os.cpu_count()} CPU cores, Python {platform.python_version()}; {len(runs) - missing} of {len(runs)} "
               f"planned runs; training and evaluation times per run are in dg_runs.csv.")
     write_outputs(rows, list(settings["models"]), args.output, header)
