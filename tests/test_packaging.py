@@ -3,6 +3,7 @@ the bundle's own copy of the code (the repository's `emclip` cannot be imported 
 
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -88,6 +89,15 @@ def test_layout_and_generated_configs(bundles, task):
     assert parser.get_parsed_content("output_dir") == "./eval"
     assert parser.get_parsed_content("ckpt_path") == "./models/model.pt"
     assert parser["validate#dataset#data"] == "$@splits['eval']" and parser["task"] == task
+
+
+def test_packaged_docs_links_resolve(bundles):
+    """The model card's links (the benchmark report, its tables and plots) work inside the bundle."""
+    docs = bundles["cardiac"] / "docs"
+    links = [(page, target) for page in ("README.md", "benchmarks.md")
+             for target in re.findall(r"\]\(([^)#]+)\)", (docs / page).read_text()) if "://" not in target]
+    assert ("README.md", "benchmarks.md") in links and len(links) > 5
+    assert [link for link in links if not (docs / link[1]).exists()] == []
 
 
 def test_scripts_copy_is_the_imported_package(bundles):

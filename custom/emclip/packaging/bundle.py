@@ -43,8 +43,10 @@ REQUIRED_FILES = (
     "scripts/__init__.py",
     "scripts/emclip/__init__.py",
 )
-COPIED = ("LICENSE", "large_files.yml", "docs/README.md", "docs/data_license.txt", "configs/logging.conf",
-          "configs/meta_schema.json")
+COPIED = ("LICENSE", "large_files.yml", "docs/README.md", "docs/data_license.txt", "docs/benchmarks.md",
+          "configs/logging.conf", "configs/meta_schema.json")
+# the model card links the benchmark report, whose tables and plots live in this folder
+COPIED_DIRS = ("docs/benchmarks",)
 
 # A packaged bundle holds one task, so its outputs drop the per-task sub-folder and the best
 # checkpoint is `models/model.pt`, where MONAI Label and the Model Zoo look for it. Each key must
@@ -228,6 +230,8 @@ def build_bundle(task: str, output: Path, ckpt: Path | None = None, source: Path
     for name in COPIED:
         (bundle / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / name, bundle / name)
+    for name in COPIED_DIRS:
+        shutil.copytree(source / name, bundle / name)
     metadata = packaged_metadata(task, source)
     (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=4) + "\n")
     for name, config in packaged_configs(task, source).items():
