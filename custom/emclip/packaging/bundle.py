@@ -43,10 +43,9 @@ REQUIRED_FILES = (
     "scripts/__init__.py",
     "scripts/emclip/__init__.py",
 )
+# files and folders copied as they are; the model card links the benchmark report and its results folder
 COPIED = ("LICENSE", "large_files.yml", "docs/README.md", "docs/data_license.txt", "docs/benchmarks.md",
-          "configs/logging.conf", "configs/meta_schema.json")
-# the model card links the benchmark report, whose tables and plots live in this folder
-COPIED_DIRS = ("docs/benchmarks",)
+          "docs/benchmarks", "configs/logging.conf", "configs/meta_schema.json")
 
 # A packaged bundle holds one task, so its outputs drop the per-task sub-folder and the best
 # checkpoint is `models/model.pt`, where MONAI Label and the Model Zoo look for it. Each key must
@@ -229,9 +228,8 @@ def build_bundle(task: str, output: Path, ckpt: Path | None = None, source: Path
     (bundle / "models").mkdir()
     for name in COPIED:
         (bundle / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / name, bundle / name)
-    for name in COPIED_DIRS:
-        shutil.copytree(source / name, bundle / name)
+        copy = shutil.copytree if (source / name).is_dir() else shutil.copy2
+        copy(source / name, bundle / name)
     metadata = packaged_metadata(task, source)
     (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=4) + "\n")
     for name, config in packaged_configs(task, source).items():
