@@ -181,3 +181,21 @@ def test_torchscript_and_onnx_match_eager(tmp_path, backbone):
     export_onnx(net, tmp_path / "m.onnx", (1, 3, 224, 224))
     out = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"image": x.numpy()})[0]
     np.testing.assert_allclose(out, ref.numpy(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "backbone,use_em,text_guided",
+    [("cpu-resnet", e, t) for e in (True, False) for t in (True, False)]
+    # the ViT towers share the ViT branch of the backbone: each flag value once, to keep the time down
+    + [(b, e, not e) for b in ("cpu-vit", "ViT-B-16") for e in (True, False)],
+)
+def test_torch_jit_script_matches_eager(tmp_path, backbone, use_em, text_guided):
+    """The Model Zoo exports by scripting: the scripted network, saved and loaded, equals eager."""
+    net = tiny_net(3, backbone, use_em=use_em, text_guided=text_guided, encode_text=backbone != "ViT-B-16").eval()
+    torch.jit.save(torch.jit.script(net), str(tmp_path / "m.ts"))
+    scripted = torch.jit.load(str(tmp_path / "m.ts"))
+    with torch.no_grad():
+        sizes = ((224, 224),) if backbone == "ViT-B-16" else ((224, 224), (160, 256))  # free, unlike a trace
+        for size in sizes:
+            x = torch.randn(1, 3, *size)
+            torch.testing.assert_close(scripted(x), net(x), atol=1e-5, rtol=0)

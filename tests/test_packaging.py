@@ -4,6 +4,7 @@ the bundle's own copy of the code (the repository's `emclip` cannot be imported 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -38,22 +39,6 @@ def bundle_python(bundle: Path, *args: str, timeout: int = 180) -> str:
                             timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
-
-
-# `python -m monai.bundle <command> ...` for several commands in one process: importing MONAI takes
-# most of a call's time on 2 CPU cores, and each command is parsed by fire exactly as on the CLI.
-MONAI_CLI = """
-import json, sys
-import fire
-import monai.bundle.__main__ as cli
-for argv in json.loads(sys.argv[1]):
-    fire.Fire(cli, command=argv)
-"""
-
-
-def monai_bundle(bundle: Path, *commands: list[str], timeout: int = 180) -> str:
-    """Run ``python -m monai.bundle`` commands in ``bundle`` (see :func:`bundle_python`)."""
-    return bundle_python(bundle, "-c", MONAI_CLI, json.dumps(commands), timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -108,23 +93,90 @@ def test_scripts_copy_is_the_imported_package(bundles):
     assert Path(printed.strip()) == bundle / "scripts" / "emclip" / "__init__.py"
 
 
+# The Model Zoo's `ci/verify_bundle.py -b <bundle> -m full`, call by call with its arguments, run
+# from a zoo-like folder (`models/<bundle>`, `models/model_info.json`), after what its
+# `ci/prepare_schema.py` does (the schema copied to `eval/schema.json`; here the offline copy).
+# Then the scripted export is compared with the eager network at two input sizes.
+ZOO_VERIFY = """
+import json, os, sys
+import torch
+from monai.apps.utils import download_url
+from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
+from monai.bundle.config_parser import ConfigParser
+
+bundle, models_path = sys.argv[1], "models"
+sys.path = [os.path.join(models_path, bundle)] + sys.path
+bundle_path = os.path.join(models_path, bundle)
+meta_file = os.path.join(bundle_path, "configs/metadata.json")
+
+# verify_bundle_directory (full mode: large files are downloaded first)
+parser = ConfigParser()
+parser.read_config(os.path.join(bundle_path, "large_files.yml"))
+for lf_data in parser.get()["large_files"]:
+    lf_data["fuzzy"] = True
+    lf_data["filepath"] = os.path.join(bundle_path, lf_data.pop("path"))
+    download_url(**lf_data)
+for file in ["configs/metadata.json", "LICENSE", "models/model.pt"]:
+    assert os.path.exists(os.path.join(bundle_path, file)), file
+names = os.listdir(os.path.join(bundle_path, "configs"))
+(config_name,) = [f"inference.{s}" for s in ("json", "yaml", "yml") if f"inference.{s}" in names]
+config_file = os.path.join("configs", config_name)
+
+# verify_version_changes
+metadata = json.load(open(meta_file))
+assert metadata["version"] in metadata["changelog"]
+assert f"{bundle}_v{metadata['version']}" not in json.load(open(os.path.join(models_path, "model_info.json")))
+
+# verify_metadata_format
+verify_metadata(meta_file=meta_file, filepath=os.path.join(bundle_path, "eval/schema.json"))
+
+# verify_bundle_properties: the zoo has no bundle_properties.py for the supported app
+# (monai-label), so it checks no property
+
+# verify_data_shape
+verify_net_in_out(net_id="network_def", meta_file=meta_file, config_file=os.path.join(bundle_path, config_file),
+                  bundle_root=bundle_path)
+
+# verify_torchscript: ckpt_export without use_trace scripts the network
+ts_path = os.path.join(bundle_path, "models/verify_model.ts")
+ckpt_export(net_id="network_def", filepath=ts_path, ckpt_file=os.path.join(bundle_path, "models", "model.pt"),
+            meta_file=meta_file, config_file=os.path.join(bundle_path, config_file), bundle_root=bundle_path)
+if os.path.exists(os.path.join(bundle_path, "models", "model.ts")):
+    torch.jit.load(os.path.join(bundle_path, "models", "model.ts"))
+
+# not the zoo's: the scripted network against the eager one (any valid size runs: not traced)
+parser = ConfigParser()
+parser.read_config(os.path.join(bundle_path, config_file))
+parser.read_meta(meta_file)
+parser["bundle_root"] = bundle_path
+net = parser.get_parsed_content("network_def")
+net.load_state_dict(torch.load(os.path.join(bundle_path, "models", "model.pt"), weights_only=True))
+scripted = torch.jit.load(ts_path)
+channels = metadata["network_data_format"]["inputs"]["image"]["num_channels"]
+diffs = []
+with torch.no_grad():
+    for size in ([1, channels, 256, 256], [2, channels, 160, 224]):
+        x = torch.randn(size)
+        eager, out = net.eval()(x), scripted(x)
+        assert out.shape == eager.shape, (out.shape, eager.shape)
+        diffs.append(float((out - eager).abs().max()))
+print(json.dumps({"scripted": isinstance(scripted, torch.jit.RecursiveScriptModule), "max_abs_diff": max(diffs)}))
+"""
+
+
 @pytest.mark.parametrize("task", list(BUNDLE_NAMES))
-def test_model_zoo_checks(bundles, task, tmp_path):
-    """ci/verify_bundle.py's checks of the Model Zoo, with the same MONAI commands."""
-    bundle = bundles[task]
-    meta = ["--meta_file", "configs/metadata.json"]
-    infer = [*meta, "--config_file", "configs/inference.yaml"]
-    ts = tmp_path / "model.ts"
-    monai_bundle(
-        bundle,
-        ["verify_metadata", *meta, "--filepath", "configs/meta_schema.json"],
-        ["verify_net_in_out", "network_def", *infer, "--device", "cpu"],
-        ["ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", "models/model.pt", *infer,
-         "--use_trace", "True", "--input_shape", str(SHAPES[task])],
-    )
-    traced = torch.jit.load(str(ts))
-    channels = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]
-    assert traced(torch.rand(SHAPES[task])).shape[1] == channels["outputs"]["pred"]["num_channels"]
+def test_model_zoo_verify_bundle_full_mode(bundles, task, tmp_path):
+    """The zoo's full-mode verification passes, scripted export included, and the script matches eager."""
+    name = bundles[task].name
+    bundle = tmp_path / "models" / name
+    shutil.copytree(bundles[task], bundle)
+    (bundle / "eval").mkdir()
+    shutil.copy2(bundle / "configs" / "meta_schema.json", bundle / "eval" / "schema.json")
+    (tmp_path / "models" / "model_info.json").write_text("{}")
+    printed = bundle_python(tmp_path, "-c", ZOO_VERIFY, name, timeout=300)
+    result = json.loads(printed.strip().splitlines()[-1])
+    assert result["scripted"] and result["max_abs_diff"] <= 1e-5, result
+    assert (bundle / "models" / "verify_model.ts").is_file()
 
 
 def test_packaged_fundus_trains(tmp_path):

@@ -19,8 +19,9 @@ def _example(net: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
 def export_torchscript(net: nn.Module, path: str | os.PathLike, input_shape: Sequence[int]) -> torch.jit.ScriptModule:
     """Trace ``net`` on a random input of ``input_shape`` (B, C, H, W) and save it to ``path``.
 
-    Tracing rather than scripting: open_clip's towers are not scriptable, and the traced graph
-    fixes H and W, which a bundle fixes anyway through its preprocessing.
+    The traced graph fixes H and W, which a bundle fixes anyway through its preprocessing; the
+    network is also scriptable (``torch.jit.script``, what MONAI's ``ckpt_export`` does without
+    ``--use_trace``), which keeps H and W free.
     """
     with torch.no_grad():
         traced = torch.jit.trace(net, _example(net, input_shape))

@@ -71,6 +71,20 @@ def _default_indices(depth: int) -> list[int]:
     return [max(0, depth * (i + 1) // 4 - 1) for i in range(4)]
 
 
+def _intermediates_without_fastpath(vit: VisionTransformer, tokens: torch.Tensor, indices: list[int]):
+    """The transformer's last tokens and the tokens after blocks ``indices``, eager mode.
+
+    Under no_grad nn.MultiheadAttention takes a fused kernel that has no ONNX op; exporters (ours
+    and MONAI's onnx_export) need the plain path, so it is switched off while exporting.
+    """
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(fastpath and not torch.onnx.is_in_onnx_export())
+    try:
+        return vit.transformer.forward_intermediates(tokens, indices=indices)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
 class CLIPBackbone(nn.Module):
     """Dense features of a CLIP image tower.
 
@@ -85,6 +99,9 @@ class CLIPBackbone(nn.Module):
             (default: four evenly spaced blocks), ModifiedResNet: stages 1-4 (default).
         freeze: keep the image tower's weights fixed (the pyramid adapters still train).
     """
+
+    # constants, so that TorchScript compiles only the branch of this tower
+    __constants__ = ["is_vit", "patch"]
 
     def __init__(self, visual: nn.Module, feature_indices: Sequence[int] | None = None, freeze: bool = False):
         super().__init__()
@@ -147,21 +164,24 @@ class CLIPBackbone(nn.Module):
         cls = vit.class_embedding.to(tokens.dtype).expand(b, 1, -1)
         tokens = torch.cat([cls, tokens], dim=1) + _resize_grid_embedding(vit.positional_embedding, grid)
         tokens = vit.ln_pre(vit.patch_dropout(tokens))
-        # Under no_grad nn.MultiheadAttention takes a fused kernel that has no ONNX op; exporters
-        # (ours and MONAI's onnx_export) need the plain path.
-        fastpath = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(fastpath and not torch.onnx.is_in_onnx_export())
-        try:
+        if torch.jit.is_scripting():  # a compile-time constant: the other branch is not compiled
             last, inter = vit.transformer.forward_intermediates(tokens, indices=self.indices)
-        finally:
-            torch.backends.mha.set_fastpath_enabled(fastpath)
+        else:
+            last, inter = _intermediates_without_fastpath(vit, tokens, self.indices)
         maps = [t[:, 1:].transpose(1, 2).reshape(b, -1, *grid) for t in inter]
         dense = vit.ln_post(last[:, 1:]) @ vit.proj
         return maps, dense.transpose(1, 2).reshape(b, -1, *grid)
 
     def _resnet_forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         rn = self.visual
-        maps = rn.forward_intermediates(x, indices=self.indices, intermediates_only=True)["image_intermediates"]
+        # the stem and the four stages, as ModifiedResNet.forward_intermediates takes them (index 0
+        # is the stem), written out because that method cannot be compiled by TorchScript
+        stages = [rn.stem(x)]
+        stages.append(rn.layer1(stages[-1]))
+        stages.append(rn.layer2(stages[-1]))
+        stages.append(rn.layer3(stages[-1]))
+        stages.append(rn.layer4(stages[-1]))
+        maps = [stages[i] for i in self.indices]
         top = maps[-1]
         b, _, gh, gw = top.shape
         pool = rn.attnpool
@@ -170,10 +190,16 @@ class CLIPBackbone(nn.Module):
         pos = _resize_grid_embedding(pool.positional_embedding, (gh, gw))[1:]
         tokens = top.flatten(2).transpose(1, 2) + pos.to(top.dtype)
         dense = pool.c_proj(pool.v_proj(tokens))
-        return list(maps), dense.transpose(1, 2).reshape(b, -1, gh, gw)
+        return maps, dense.transpose(1, 2).reshape(b, -1, gh, gw)
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Return ``(levels, dense)``: four maps at strides 4-32 and the joint-space embedding."""
         self.check_size(int(x.shape[-2]), int(x.shape[-1]))
-        maps, dense = self._vit_forward(x) if self.is_vit else self._resnet_forward(x)
-        return [adapt(m) for adapt, m in zip(self.pyramid, maps)], dense
+        if self.is_vit:  # a constant: TorchScript compiles only this tower's branch
+            maps, dense = self._vit_forward(x)
+        else:
+            maps, dense = self._resnet_forward(x)
+        levels = []
+        for i, adapt in enumerate(self.pyramid):  # TorchScript iterates a ModuleList, not a zip
+            levels.append(adapt(maps[i]))
+        return levels, dense

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -9,6 +10,29 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["TextCrossAttention", "PixelDecoder"]
+
+
+def _script_interface(cls: type) -> type:
+    """``torch.jit.interface`` without its deprecation warning at every import of this module."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.interface(cls)
+
+
+@_script_interface
+class _FeatureBlock(nn.Module):
+    """What the per-level convolution blocks compute; lets TorchScript index them by a variable."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.Sequential's name
+        pass
+
+
+@_script_interface
+class _TextBlock(nn.Module):
+    """What :class:`TextCrossAttention` computes; lets TorchScript index the blocks by a variable."""
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        pass
 
 
 def _conv_norm_act(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
@@ -62,6 +86,8 @@ class PixelDecoder(nn.Module):
         temperature: temperature of the cosine logits.
     """
 
+    __constants__ = ["text_guided"]  # TorchScript compiles only the branch in use
+
     def __init__(
         self,
         level_channels: Sequence[int],
@@ -87,11 +113,16 @@ class PixelDecoder(nn.Module):
             self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def _refine(self, i: int, feat: torch.Tensor, text: torch.Tensor, top_down: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.lateral[i](feat)
+        lateral: _FeatureBlock = self.lateral[i]
+        smooth: _FeatureBlock = self.smooth[i]
+        x = lateral.forward(feat)
         if top_down is not None:
             x = x + top_down
-        x = self.smooth[i](x)
-        return self.cross[i](x, text) if self.text_guided else x
+        x = smooth.forward(x)
+        if self.text_guided:
+            cross: _TextBlock = self.cross[i]
+            x = cross.forward(x, text)
+        return x
 
     def forward(self, levels: list[torch.Tensor], text: torch.Tensor, semantic: torch.Tensor | None) -> torch.Tensor:
         """Logits at stride 4. ``semantic`` is the embedding and score map (text-guided only)."""
