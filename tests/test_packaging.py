@@ -1,6 +1,7 @@
 """Packaged Model Zoo bundles: generated configs, the Model Zoo checks, and a training run, all with
 the bundle's own copy of the code (the repository's `emclip` cannot be imported by the runs)."""
 
+import importlib.metadata
 import json
 import os
 import re
@@ -208,3 +209,50 @@ def test_command_says_what_to_do_without_weights(tmp_path, capsys):
     ckpt = write_untrained_weights("fundus", tmp_path / "fundus.pt")
     main(["--task", "fundus", "--output", str(tmp_path), "--ckpt", str(ckpt)])
     assert "models/model.pt:" not in capsys.readouterr().out and (bundle / "models" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("task", list(BUNDLE_NAMES))
+def test_metadata_versions_are_the_installed_ones(bundles, task):
+    """The Model Zoo installs `monai==monai_version`, `torch==pytorch_version`, ...: the tested ones."""
+    metadata = json.loads((bundles[task] / "configs" / "metadata.json").read_text())
+    installed = {d: importlib.metadata.version(d).split("+")[0] for d in ("monai", "torch", "numpy")}
+    assert [metadata["monai_version"], metadata["pytorch_version"], metadata["numpy_version"]] == list(installed.values())
+    assert {"open_clip_torch", "pytorch-ignite", "torchvision"} <= set(metadata["required_packages_version"])
+    for dist, version in metadata["required_packages_version"].items():
+        assert version == importlib.metadata.version(dist).split("+")[0], dist
+
+
+def test_minimum_versions_match_setup_cfg():
+    import configparser
+
+    from emclip import MINIMUM_VERSIONS
+
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    requires = setup["options"]["install_requires"].split()
+    for dist, oldest in MINIMUM_VERSIONS.items():
+        assert any(re.fullmatch(rf"{dist}(\[\w+\])?>={re.escape(oldest)}", r) for r in requires), (dist, requires)
+
+
+def test_old_dependency_is_refused_with_one_line(bundles, tmp_path):
+    """A MONAI or open_clip older than supported stops the bundle with one line, not a traceback."""
+    from emclip import UnsupportedVersionError, check_versions
+
+    with pytest.raises(UnsupportedVersionError, match=r"needs open_clip_torch >= 99\.1, found .*'open_clip_torch>=99\.1'"):
+        check_versions({"open_clip_torch": "99.1"})
+    check_versions()  # the installed ones pass
+    # an older MONAI's metadata first on the path, as pip would leave it
+    old = tmp_path / "old" / "monai-1.3.0.dist-info"
+    old.mkdir(parents=True)
+    (old / "METADATA").write_text("Metadata-Version: 2.1\nName: monai\nVersion: 1.3.0\n")
+    env = {**os.environ, "PYTHONPATH": f"{old.parent}{os.pathsep}{sysconfig.get_paths()['purelib']}"}
+    result = subprocess.run(
+        [sys.executable, "-S", "-m", "monai.bundle", "run", "inferring", "--meta_file", "configs/metadata.json",
+         "--config_file", "configs/inference.yaml", "--input_dir", str(tmp_path)],
+        cwd=bundles["fundus"], env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: EM-CLIP needs monai >= 1.4, found 1.3.0: run pip install 'monai>=1.4'"
+    )
+    assert "Traceback" not in result.stderr + result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shutil
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ __all__ = [
     "REQUIRED_FILES",
     "SCRIPTS_INIT",
     "build_bundle",
+    "installed_version",
     "package",
     "packaged_configs",
     "packaged_metadata",
@@ -157,15 +159,40 @@ def write_untrained_weights(task: str, path: Path) -> Path:
     return Path(path)
 
 
+def installed_version(dist: str) -> str:
+    """The installed version of distribution ``dist``, without a local label (``2.5.1+cu124`` -> ``2.5.1``).
+
+    Args:
+        dist: a distribution name as pip knows it (``monai``, ``open_clip_torch``).
+
+    Raises:
+        RuntimeError: ``dist`` is not installed.
+    """
+    try:
+        return importlib.metadata.version(dist).split("+")[0]
+    except importlib.metadata.PackageNotFoundError as err:
+        raise RuntimeError(
+            f"{dist} is not installed: the packaged metadata records the installed version of every package in "
+            "bundle/configs/metadata.json's required_packages_version; install it or remove it there"
+        ) from err
+
+
 def packaged_metadata(task: str, source: Path = SOURCE) -> dict[str, Any]:
     """The task's metadata: ``metadata.json``, updated with ``metadata_<task>.json`` if it exists.
+
+    The versions (``monai_version``, ``pytorch_version``, ``numpy_version`` and each of
+    ``required_packages_version``) are those installed where packaging runs, which the tests run with.
 
     Args:
         task: ``fundus`` or ``cardiac``.
         source: the repository's bundle folder.
     """
     files = [source / "configs" / "metadata.json", source / "configs" / f"metadata_{task}.json"]
-    return ConfigParser.load_config_files([str(f) for f in files if f.is_file()])
+    metadata = ConfigParser.load_config_files([str(f) for f in files if f.is_file()])
+    for key, dist in (("monai_version", "monai"), ("pytorch_version", "torch"), ("numpy_version", "numpy")):
+        metadata[key] = installed_version(dist)
+    metadata["required_packages_version"] = {d: installed_version(d) for d in metadata["required_packages_version"]}
+    return metadata
 
 
 def _write_config(config: dict[str, Any], path: Path, origin: str) -> None:
