@@ -199,3 +199,25 @@ def test_torch_jit_script_matches_eager(tmp_path, backbone, use_em, text_guided)
         for size in sizes:
             x = torch.randn(1, 3, *size)
             torch.testing.assert_close(scripted(x), net(x), atol=1e-5, rtol=0)
+
+
+def test_mc_dropout_passes_vary_and_leave_the_network_unchanged(tmp_path):
+    """MONAI Label's epistemic scoring: `network_def#dropout` set, train mode, passes under no_grad."""
+    plain = tiny_net(3)
+    torch.save(plain.state_dict(), tmp_path / "model.pt")  # trained without dropout
+    net = tiny_net(3, dropout=0.3)
+    net.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))  # strict: no new weights
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), plain.eval()(x))  # eval mode: no dropout
+        net.train()
+        bases = net.em.bases.clone()
+        passes = [net(x) for _ in range(2)]
+    # logits, not the training dict; two samples differ; the EM bases did not move
+    assert all(isinstance(p, torch.Tensor) and p.shape == (1, 3, 224, 224) for p in passes)
+    assert not torch.allclose(passes[0], passes[1])
+    assert torch.equal(net.em.bases, bases)
+    # without dropout, train-mode passes are repeatable; with autograd on, training returns the dict
+    with torch.no_grad():
+        torch.testing.assert_close(plain.train()(x), plain(x))
+    assert isinstance(net(x), dict)

@@ -84,6 +84,8 @@ class PixelDecoder(nn.Module):
         text_guided: enable the text guidance described above.
         heads: cross-attention heads.
         temperature: temperature of the cosine logits.
+        dropout: probability of channel dropout on the finest decoder features, before the
+            logits; active in training mode only (Monte Carlo dropout runs the network so).
     """
 
     __constants__ = ["text_guided"]  # TorchScript compiles only the branch in use
@@ -97,6 +99,7 @@ class PixelDecoder(nn.Module):
         text_guided: bool = True,
         heads: int = 4,
         temperature: float = 0.07,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.text_guided = text_guided
@@ -111,6 +114,7 @@ class PixelDecoder(nn.Module):
             self.class_bias = nn.Parameter(torch.zeros(num_classes))
         else:
             self.classifier = nn.Conv2d(channels, num_classes, 1)
+        self.dropout = nn.Dropout2d(dropout)  # no weights: checkpoints are the same for any value
 
     def _refine(self, i: int, feat: torch.Tensor, text: torch.Tensor, top_down: torch.Tensor | None = None) -> torch.Tensor:
         lateral: _FeatureBlock = self.lateral[i]
@@ -134,6 +138,7 @@ class PixelDecoder(nn.Module):
         for i in range(len(levels) - 2, -1, -1):
             x = F.interpolate(x, size=levels[i].shape[-2:], mode="bilinear", align_corners=False)
             x = self._refine(i, levels[i], text, x)
+        x = self.dropout(x)
         if not self.text_guided:
             return self.classifier(x)
         pixels = F.normalize(self.pixel_embed(x), dim=1)

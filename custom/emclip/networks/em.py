@@ -21,7 +21,8 @@ class EMAggregation(nn.Module):
     statistic rather than a learned parameter (back-propagating through repeated softmax-and-mean
     steps is unstable and costs memory per step). The last E-step is recomputed with autograd, so
     the features that are clustered still learn from the reconstruction through ``z``. Between
-    batches the bases follow a moving average of the batch bases, in training mode only.
+    batches the bases follow a moving average of the batch bases, in training mode with autograd on
+    only (training mode under ``no_grad`` is a Monte Carlo dropout pass, which must not move them).
 
     Args:
         channels: feature channels.
@@ -79,7 +80,7 @@ class EMAggregation(nn.Module):
             for _ in range(self.iterations):
                 mu = self.m_step(feats, self.e_step(feats, mu))
         z = self.e_step(feats, mu)
-        if self.training:
+        if self.training and torch.is_grad_enabled():  # not in Monte Carlo dropout passes (no_grad)
             with torch.no_grad():
                 batch_bases = F.normalize(mu.mean(dim=0).t(), dim=1)
                 self.bases.mul_(self.momentum).add_(batch_bases, alpha=1 - self.momentum)

@@ -21,9 +21,10 @@ class EMCLIP(nn.Module):
     """Vision-language segmentation network (arXiv:2509.08570, as far as its abstract describes it).
 
     ``forward(x)`` returns per-class logits ``(B, num_classes, H, W)``. In training mode with text
-    guidance it returns ``{"pred": logits, "score_map": s}`` instead, where ``s`` is the
-    pixel-text score map at the backbone's coarsest stride, for the auxiliary loss
-    (:class:`emclip.losses.EMCLIPLoss` accepts both forms).
+    guidance and autograd on it returns ``{"pred": logits, "score_map": s}`` instead, where ``s``
+    is the pixel-text score map at the backbone's coarsest stride, for the auxiliary loss
+    (:class:`emclip.losses.EMCLIPLoss` accepts both forms). Training mode under ``no_grad`` returns
+    the logits: that is how MONAI Label's epistemic scoring runs a bundle (Monte Carlo dropout).
 
     Args:
         num_classes: output classes, background included; equals the number of prompt sets.
@@ -44,6 +45,8 @@ class EMCLIP(nn.Module):
         decoder_channels: decoder width. decoder_heads: cross-attention heads.
         score_temperature: temperature of the pixel-text score map.
         logit_temperature: temperature of the decoder's cosine logits.
+        dropout: Monte Carlo dropout probability in the decoder (0: none; trained weights do not
+            depend on it, so any value loads any checkpoint).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class EMCLIP(nn.Module):
         decoder_heads: int = 4,
         score_temperature: float = 0.07,
         logit_temperature: float = 0.07,
+        dropout: float = 0.0,
     ):
         super().__init__()
         if em_init not in ("text", "random"):
@@ -101,6 +105,7 @@ class EMCLIP(nn.Module):
             text_guided=text_guided,
             heads=decoder_heads,
             temperature=logit_temperature,
+            dropout=dropout,
         )
 
     def score_map(self, dense: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -116,6 +121,6 @@ class EMCLIP(nn.Module):
         score = self.score_map(dense, text) if self.text_guided else None
         semantic = torch.cat([dense, score], dim=1) if score is not None else None
         logits = F.interpolate(self.decoder(levels, text, semantic), size=size, mode="bilinear", align_corners=False)
-        if self.training and score is not None:
+        if self.training and score is not None and torch.is_grad_enabled():
             return {"pred": logits, "score_map": score}
         return logits
