@@ -23,6 +23,7 @@ Image = pytest.importorskip("PIL.Image")
 from emclip.data import read_fundus_label, write_synthetic  # noqa: E402
 from emclip.packaging import BUNDLE_NAMES, build_bundle, write_untrained_weights  # noqa: E402
 from emclip.packaging.label_server import LabelServer, create_app  # noqa: E402
+from emclip.packaging.label_strategy import STRATEGY_NAME, add_strategy  # noqa: E402
 
 LABELS = {"fundus": {0, 1, 2}, "cardiac": {0, 1, 2, 3}}
 UNTRAINED = "emclip_fundus_segmentation_untrained"
@@ -181,3 +182,42 @@ def test_retrain_fundus_updates_the_served_model(served):
     res = served.infer("fundus", "fundus")
     assert res.status_code == 200, res.text[:2000] + served.server.log_tail()
     assert served.server.log_text().count("Reload model from cache") == reloads + 1
+
+
+@pytest.mark.parametrize("task", list(BUNDLE_NAMES))
+def test_epistemic_scoring_and_most_uncertain_strategy(tmp_path, task):
+    """The app's Monte Carlo dropout scoring runs on the bundle, and the strategy serves by its score.
+
+    A server of its own: the scoring runs every unlabelled image through the bundle, so the datastore
+    holds images of this task only.
+    """
+    name = BUNDLE_NAMES[task]
+    app = create_app(tmp_path / "apps")
+    add_strategy(app)
+    # untrained, but with the class text embeddings: predictions vary over an image, and between passes
+    build_bundle(task, app / "model", write_untrained_weights(task, tmp_path / f"{task}.pt", encode_text=True))
+    write_synthetic(tmp_path / "synthetic", task, per_domain=1, image_size=128, progress=False)
+    pattern = "image/*.png" if task == "fundus" else "*_sa_ED.nii.gz"
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    for path in sorted((tmp_path / "synthetic" / task).rglob(pattern))[:3]:
+        shutil.copy2(path, studies / f"{path.parent.parent.name}_{path.name}")
+    # scoring is requested below, not started by the server on its own
+    conf = {"epistemic_model": name, "epistemic_simulation_size": "3"}
+    with LabelServer(app, studies, [name], tmp_path / "server.log", conf,
+                     {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}) as server:
+        server.start()
+        info = server.info()
+        assert STRATEGY_NAME in info["strategies"] and name in info["scoring"]
+        ids = list(server.image_ids().values())
+        assert len(ids) == 3
+        summary = server.score(name, {"device": "cpu", "max_workers": 1})
+        assert summary["executed"] == 3, server.log_tail()
+        scores = {i: server.image_info(i)["epistemic_entropy"] for i in ids}
+        assert all(np.isfinite(v) for v in scores.values()) and len(set(scores.values())) == 3, scores
+        ranked = sorted(scores, key=scores.get, reverse=True)
+        first = server.next_sample(STRATEGY_NAME)
+        assert (first["id"], first["epistemic_entropy"]) == (ranked[0], scores[ranked[0]])
+        # an image just served goes to the next annotator only when nothing else is left
+        assert server.next_sample(STRATEGY_NAME)["id"] == ranked[1]
+        assert server.next_sample(STRATEGY_NAME, {"recently_served": 0})["id"] == ranked[0]

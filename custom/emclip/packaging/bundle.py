@@ -148,13 +148,22 @@ def packaged_configs(task: str, source: Path = SOURCE) -> dict[str, dict[str, An
     return configs
 
 
-def write_untrained_weights(task: str, path: Path) -> Path:
+def write_untrained_weights(task: str, path: Path, encode_text: bool = False) -> Path:
     """Save the state_dict of an untrained packaged inference network of ``task`` to ``path``.
 
     It loads as ``models/model.pt`` does: for checks and timings, whose results do not depend on the
     weights' values.
+
+    Args:
+        task: ``fundus`` or ``cardiac``.
+        path: the file to write.
+        encode_text: encode the class prompts into the text buffer, as a training run starts
+            (otherwise it is zeros and every pixel gets the same class, which uncertainty
+            scoring cannot rank).
     """
-    network = ConfigParser(packaged_configs(task)["inference.yaml"]).get_parsed_content("network_def")
+    parser = ConfigParser(packaged_configs(task)["inference.yaml"])
+    parser["network_def"]["encode_text"] = encode_text
+    network = parser.get_parsed_content("network_def")
     torch.save(network.state_dict(), path)
     return Path(path)
 

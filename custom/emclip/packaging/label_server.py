@@ -75,10 +75,15 @@ class LabelServer:
         studies: the datastore folder.
         models: bundle names (folders of ``<app>/model``) to serve.
         log: file for the server's output.
+        conf: more ``--conf`` options (``{"epistemic_model": "<bundle>"}``, ...).
+        env: more environment variables (MONAI Label's settings, such as
+            ``MONAI_LABEL_AUTO_UPDATE_SCORING``).
     """
 
-    def __init__(self, app: Path, studies: Path, models: list[str], log: Path) -> None:
+    def __init__(self, app: Path, studies: Path, models: list[str], log: Path, conf: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.app, self.studies, self.models, self.log = Path(app), Path(studies), list(models), Path(log)
+        self.conf, self.env = dict(conf or {}), dict(env or {})
         self.url = f"http://{HOST}:{free_port()}"
         self.proc: subprocess.Popen | None = None
 
@@ -92,12 +97,13 @@ class LabelServer:
             RuntimeError: the server exited or did not answer in ``timeout`` s (with its log's end).
         """
         cmd = [*monailabel_command(), "start_server", "--app", str(self.app), "--studies", str(self.studies),
-               "--conf", "models", ",".join(self.models), *OFFLINE_CONF, "--host", HOST,
+               "--conf", "models", ",".join(self.models), *OFFLINE_CONF,
+               *[arg for key, value in self.conf.items() for arg in ("--conf", key, value)], "--host", HOST,
                "--port", self.url.rsplit(":", 1)[1]]
         start = time.monotonic()
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=self.log.parent,
-                                         env=server_env(), start_new_session=True)
+                                         env={**server_env(), **self.env}, start_new_session=True)
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
@@ -152,6 +158,24 @@ class LabelServer:
             res = requests.put(f"{self.url}/datastore/label", params={"image": image_id},
                                files={"label": (f"{image_id}{''.join(Path(label).suffixes)}", f)}, timeout=60)
         res.raise_for_status()
+
+    def image_info(self, image_id: str) -> dict[str, Any]:
+        """The datastore's info of ``image_id`` (scores included)."""
+        res = requests.get(f"{self.url}/datastore/image/info", params={"image": image_id}, timeout=30)
+        res.raise_for_status()
+        return res.json()
+
+    def score(self, method: str, params: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
+        """``POST /scoring/<method>`` run in the server's process, answered when it is done."""
+        res = requests.post(f"{self.url}/scoring/{method}", params={"run_sync": "true"}, json=params, timeout=timeout)
+        res.raise_for_status()
+        return res.json()
+
+    def next_sample(self, strategy: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``POST /activelearning/<strategy>``: the image to label next (``{}`` if none)."""
+        res = requests.post(f"{self.url}/activelearning/{strategy}", json=params or {}, timeout=60)
+        res.raise_for_status()
+        return res.json()
 
     def train(self, model: str, params: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
         """``POST /train/<model>`` and wait until that task finishes.
