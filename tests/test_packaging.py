@@ -12,9 +12,11 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from monai.bundle import ConfigParser
 
 from emclip.packaging import (
@@ -28,14 +30,14 @@ from emclip.packaging import (
 SHAPES = {"fundus": [1, 3, 256, 256], "cardiac": [1, 1, 192, 192]}
 
 
-def bundle_python(bundle: Path, *args: str, timeout: int = 180) -> str:
+def bundle_python(bundle: Path, *args: str, timeout: int = 180, path: tuple[str, ...] = ()) -> str:
     """Run Python in ``bundle`` as a user who installed only the required packages would.
 
     ``-S`` skips site-packages' .pth files, among them the repository's editable install, and
-    PYTHONPATH gives back site-packages itself: MONAI, torch and the others import, `emclip` only
-    from the bundle's scripts/.
+    PYTHONPATH gives back site-packages itself (after ``path``): MONAI, torch and the others
+    import, `emclip` only from the bundle's scripts/.
     """
-    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, sysconfig.get_paths()["purelib"]])}
     result = subprocess.run([sys.executable, "-S", *args], cwd=bundle, env=env, capture_output=True, text=True,
                             timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -256,3 +258,31 @@ def test_old_dependency_is_refused_with_one_line(bundles, tmp_path):
         "error: EM-CLIP needs monai >= 1.4, found 1.3.0: run pip install 'monai>=1.4'"
     )
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_packaged_bundle_exports_and_infers_with_onnx_runtime(tmp_path):
+    """README's export command in a packaged bundle, then inference through ONNX Runtime (the
+    inference_onnx.yaml overlay) writes the masks the PyTorch network writes."""
+    from emclip.data import write_synthetic
+
+    # untrained, with the class text embeddings: the masks vary over the image
+    ckpt = write_untrained_weights("fundus", tmp_path / "fundus.pt", encode_text=True)
+    (archive,) = package(["fundus"], tmp_path / "dist", ckpt)
+    bundle = archive.with_suffix("")
+    printed = bundle_python(bundle, "-m", "emclip.export", "--config_file", "configs/inference.yaml",
+                            "--ckpt_file", "models/model.pt", "--output", "models/model", path=("scripts",))
+    assert printed.count("max |logit - eager|") == 2 and (bundle / "models" / "model.onnx").is_file()
+    assert (bundle / "models" / "model.pt2").is_file()
+    write_synthetic(tmp_path / "data", "fundus", per_domain=1, image_size=96, progress=False)
+    images = tmp_path / "data" / "fundus" / "SynthA" / "train" / "image"
+    masks = {}
+    for name, configs in (("torch", "configs/inference.yaml"),
+                          ("onnx", "['configs/inference.yaml','configs/inference_onnx.yaml']")):
+        bundle_python(bundle, "-m", "monai.bundle", "run", "inferring", "--meta_file", "configs/metadata.json",
+                      "--config_file", configs, "--input_dir", str(images), "--output_dir", str(tmp_path / name))
+        masks[name] = {p.name: np.asarray(Image.open(p)) for p in sorted((tmp_path / name).glob("*.png"))}
+    assert list(masks["onnx"]) == list(masks["torch"]) == [p.name for p in sorted(images.glob("*.png"))]
+    for name, mask in masks["torch"].items():
+        assert len(np.unique(mask)) > 1  # not one class everywhere
+        # logits within the export tolerance: only a near-tie pixel could take the other class
+        assert np.mean(masks["onnx"][name] != mask) < 1e-3, name

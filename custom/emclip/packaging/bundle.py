@@ -47,7 +47,7 @@ REQUIRED_FILES = (
 )
 # files and folders copied as they are; the model card links the benchmark report and its results folder
 COPIED = ("LICENSE", "large_files.yml", "docs/README.md", "docs/data_license.txt", "docs/benchmarks.md",
-          "docs/benchmarks", "configs/logging.conf", "configs/meta_schema.json")
+          "docs/benchmarks", "configs/logging.conf", "configs/meta_schema.json", "configs/inference_onnx.yaml")
 
 # A packaged bundle holds one task, so its outputs drop the per-task sub-folder and the best
 # checkpoint is `models/model.pt`, where MONAI Label and the Model Zoo look for it. Each key must
