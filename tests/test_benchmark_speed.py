@@ -52,6 +52,11 @@ def test_speed_benchmark_rows_csvs_and_plots(tmp_path, one_thread):
     assert memory["emclip_peak_mib"] > memory["baseline_mib"] > 0 and memory["encoder_peak_mib"] > 0
     assert memory["ratio"] == _ratio_of(memory, "emclip_peak_mib", "encoder_peak_mib")
 
+    (onnx,) = results["onnx"]
+    assert onnx["eager_ms"] == min(onnx[f"eager_{layout}_ms"] for layout in speed.LAYOUTS) > 0
+    assert onnx["onnxruntime_ms"] > 0 and onnx["ratio"] == _ratio_of(onnx, "onnxruntime_ms", "eager_ms")
+    assert 0 <= onnx["max_abs_diff"] <= 1e-4
+
     for part, rows in results.items():
         with open(tmp_path / f"speed_{part}.csv", newline="") as f:
             written = list(csv.DictReader(f))

@@ -14,6 +14,10 @@ Parts (``--parts``, all by default), each written to ``speed_<part>.csv`` in ``-
 - ``memory``: peak resident memory (``VmHWM``) of ``--memory-steps`` training steps at
   ``--memory-batch``, each model in a fresh process, channels-last (the bundle's default);
   ``baseline_mib`` is that process after its imports (torch, open_clip, MONAI), before the model.
+- ``onnx``: inference time per image (batch 1) of the ONNX export run by ONNX Runtime
+  (:class:`emclip.export.OnnxRuntimeNetwork`, CPU, as many threads as torch) against eager
+  PyTorch in its faster memory layout; ``ratio`` is ONNX Runtime / eager, and
+  ``max_abs_diff`` the largest logit difference between the two on the timed input.
 
 EM-CLIP and the encoder (``clip.visual`` built natively for the size) run on the same input in the
 same run; ``ratio`` is EM-CLIP / encoder, each in its faster memory layout, and the per-layout
@@ -34,6 +38,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -54,6 +59,7 @@ __all__ = [
     "run_train",
     "run_em",
     "run_memory",
+    "run_onnx",
     "peak_training_memory",
     "write_outputs",
     "main",
@@ -61,7 +67,7 @@ __all__ = [
 
 NUM_CLASSES = 3
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
-PARTS = ("latency", "train", "em", "memory")
+PARTS = ("latency", "train", "em", "memory", "onnx")
 # Targets of issue 6, read off the output (never asserted in tests).
 TARGETS = {"latency": 1.15, "train": 1.3, "em_share_k64": 0.05}
 # Sized for about 15 minutes on 2 cores, where a batch-8 ViT-B-16 training step takes about 25 s
@@ -319,6 +325,37 @@ def run_memory(
     return rows
 
 
+def run_onnx(backbones: Sequence[str], sizes: Sequence[int], min_run_time: float) -> list[dict[str, Any]]:
+    """Inference per image at batch 1: ONNX Runtime on the ONNX export against eager PyTorch."""
+    from emclip.export import OnnxRuntimeNetwork, export_onnx, max_abs_difference
+
+    rows = []
+    for backbone in backbones:
+        net = EMCLIP(NUM_CLASSES, backbone=backbone).eval()
+        for size in sizes:
+            x = torch.randn(1, 3, size, size)
+            row: dict[str, Any] = {"backbone": backbone, "size": size, "batch": 1}
+            samples = []
+            for layout, memory_format in LAYOUTS.items():
+                net.to(memory_format=memory_format)
+                seconds, n = median_seconds(_inference_step(net, x.contiguous(memory_format=memory_format)), min_run_time)
+                row[f"eager_{layout}_ms"] = round(seconds * 1e3, 3)
+                samples.append(n)
+            row["eager_layout"] = min(LAYOUTS, key=lambda layout: row[f"eager_{layout}_ms"])
+            row["eager_ms"] = row[f"eager_{row['eager_layout']}_ms"]
+            net.to(memory_format=torch.contiguous_format)
+            with tempfile.TemporaryDirectory() as tmp:
+                export_onnx(net, Path(tmp) / "model.onnx", x.shape)
+                runtime = OnnxRuntimeNetwork(Path(tmp) / "model.onnx", ["CPUExecutionProvider"], torch.get_num_threads())
+            seconds, n = median_seconds(lambda: runtime(x), min_run_time)
+            row["onnxruntime_ms"] = round(seconds * 1e3, 3)
+            row["ratio"] = round(row["onnxruntime_ms"] / row["eager_ms"], 3)
+            row["max_abs_diff"] = max_abs_difference(net, runtime, x)
+            row["samples"] = min(samples + [n])
+            rows.append(_stamp(row))
+    return rows
+
+
 def _write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
     fields = list(dict.fromkeys(key for row in rows for key in row))
     with open(path, "w", newline="") as f:
@@ -458,6 +495,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         results["em"] = run_em(args.backbones, args.sizes, args.em_bases, args.em_grids, args.min_run_time)
     if "memory" in args.parts:
         results["memory"] = run_memory(args.backbones, args.sizes, args.memory_batch, args.memory_steps, args.skip)
+    if "onnx" in args.parts:
+        results["onnx"] = run_onnx(args.backbones, args.sizes, args.min_run_time)
     _report_targets(results)
     for path in write_outputs(results, args.output_dir):
         print(f"# wrote {path}")
