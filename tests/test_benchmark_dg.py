@@ -64,9 +64,11 @@ def test_plan_reports_what_it_skips_and_puts_seeds_outermost(data_root, tmp_path
 def test_runs_train_evaluate_resume_and_summarize(data_root, tmp_path):
     settings = tiny_settings(emclip={}, unet={})
     runs = dg.plan_runs(settings, data_root, tmp_path / "work")
-    rows = []
+    sweep = {"zooms": [0.8], "splits": ["eval", "val"]}
+    rows, scale = [], []
     for run in runs:
-        result = dg.execute(run)
+        result = dg.execute(run, sweep)
+        scale += dg.collect_scale(run, sweep)
         assert result["train_s"] > 0 and result["eval_s"] > 0 and result["params"] > 0 and result["peak_rss_mib"] > 0
         rows += dg.collect(run, result)
         assert "monai.bundle run training" in (tmp_path / "work" / "fundus_SynthA" / run["model"] / "seed0" / "command.txt").read_text()
@@ -82,9 +84,19 @@ def test_runs_train_evaluate_resume_and_summarize(data_root, tmp_path):
         (m, d, c) for m in ("emclip", "unet") for d in ("SynthB", "SynthC") for c in ("OD", "OC")
     }
     assert all(0.0 <= r["dice"] <= 1.0 and r["n"] == 3 for r in rows)
+    # the sweep: zoom 0.8 and the run's own zoom-1 evaluation per model, domain and class; no val split
+    assert {(r["model"], r["zoom"], r["split"]) for r in scale} == {(m, z, "eval") for m in ("emclip", "unet") for z in (0.8, 1.0)}
+    assert len(scale) == 2 * 2 * 2 * 2 and all(0 <= r["dice"] <= 1 for r in scale)
+    assert "no source validation split" in (tmp_path / "work" / "fundus_SynthA" / "unet" / "seed0" / "log.txt").read_text()
+    paired = dg.paired_rows(runs, [["emclip", "unet"]])
+    assert len(paired) == 4 and all(p["n"] == 3 and p["seeds"] == 1 for p in paired)
+    first = paired[0]
+    assert first["mean_diff"] == pytest.approx(first["model_dice"] - first["baseline_dice"])
+    assert first["low"] <= first["mean_diff"] <= first["high"]
     out = tmp_path / "out"
-    dg.write_outputs(rows, ["emclip", "unet"], out, "header line")
-    for name in ("dg_runs.csv", "dg_summary.csv", "dg_summary.md", "dg_dice_fundus.png"):
+    dg.write_outputs(rows, ["emclip", "unet"], out, "header line", paired, scale)
+    assert "| fundus | SynthA -> SynthB | OD | emclip - unet | 1 | 3 |" in (out / "dg_paired.md").read_text()
+    for name in ("dg_runs.csv", "dg_summary.csv", "dg_summary.md", "dg_dice_fundus.png", "dg_scale.csv", "dg_scale_fundus.png"):
         assert (out / name).stat().st_size > 0
     with open(out / "dg_runs.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len(rows)

@@ -141,3 +141,22 @@ def test_bundle_trains_with_the_whole_recipe(task, tmp_path):
     )
     assert isinstance(batch[0], list) and len(batch[0]) == 2  # two views per item
     assert any(p.name.startswith("checkpoint") for p in (tmp_path / "b" / "models" / task).iterdir())
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 64), (1, 64, 64, 5)])
+@pytest.mark.parametrize("zoom", [0.7, 1.2])
+def test_input_zoom_keeps_the_size_and_inverts(shape, zoom):
+    from monai.data import MetaTensor
+
+    from emclip.data import ZoomInPlaned
+
+    image = torch.zeros(shape)
+    image[:, 16:48, 20:44] = 1.0  # a centred block, inside the crop of a 1.2 zoom
+    t = ZoomInPlaned("image", zoom)
+    out = t({"image": MetaTensor(image.clone())})
+    assert out["image"].shape == image.shape
+    inside = float(out["image"].sum()) / float(image.sum())
+    assert inside == pytest.approx(zoom**2, rel=0.15)  # the block's area scales in plane only
+    back = t.inverse(out)["image"]
+    assert back.shape == image.shape
+    assert float(((back > 0.5) == (image > 0.5)).float().mean()) > 0.97

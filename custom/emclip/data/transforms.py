@@ -20,6 +20,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor, PILReader
 from monai.transforms import (
     EnsureChannelFirstd,
+    InvertibleTransform,
     EnsureTyped,
     LoadImage,
     MapTransform,
@@ -40,6 +41,7 @@ from monai.transforms import (
     ScaleIntensityRangePercentilesd,
     Spacingd,
     Transform,
+    Zoomd,
 )
 from monai.utils import convert_to_dst_type
 from PIL import Image
@@ -60,6 +62,7 @@ __all__ = [
     "RepeatViewsd",
     "SelectFramed",
     "TASKS",
+    "ZoomInPlaned",
     "augmentation",
     "evaluation_transforms",
     "normalization",
@@ -259,6 +262,36 @@ class RandHueSaturationd(RandomizableTransform, MapTransform):
             out = torch.einsum("ij,j...->i...", torch.as_tensor(self.matrix, dtype=x.dtype), x)
             d[key] = convert_to_dst_type(out, img)[0]
         return d
+
+
+class ZoomInPlaned(MapTransform, InvertibleTransform):
+    """Zoom images by ``zoom`` in the first two spatial axes, keeping their size (edge-padded when
+    shrunk, centre-cropped when enlarged); invertible, so ``Invertd`` maps predictions back.
+
+    For scale-robustness checks: 2D images and the slices of 3D volumes (the slice axis is kept).
+
+    Args:
+        keys: image keys.
+        zoom: the zoom factor (below 1 shrinks).
+        padding_mode: ``numpy.pad`` mode of the border left by shrinking.
+    """
+
+    def __init__(self, keys: KeysCollection, zoom: float, padding_mode: str = "edge", allow_missing_keys: bool = False):
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.zooms = {
+            dims: Zoomd(keys, zoom=(zoom, zoom) + (1.0,) * (dims - 2), keep_size=True, padding_mode=padding_mode,
+                        allow_missing_keys=allow_missing_keys)
+            for dims in (2, 3)
+        }
+
+    def _for(self, data: Mapping[Hashable, Any]) -> Zoomd:
+        return self.zooms[next(iter(data[k] for k in self.key_iterator(data))).ndim - 1]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return self._for(data)(data)
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return self._for(data).inverse(data)
 
 
 class RepeatViewsd(Transform):
