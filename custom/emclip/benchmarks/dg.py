@@ -55,15 +55,19 @@ SCALE_FILE = "scale.json"
 
 def load_settings(path: Path = SETTINGS, variant: str | None = None) -> dict[str, Any]:
     """Benchmark settings with the file's variant ``variant`` applied: any of its ``seeds``,
-    ``models`` (a subset, by name), ``epochs`` and ``sources`` (per task) replace the defaults."""
+    ``models`` and ``ablations`` (subsets, by name), ``epochs`` and ``sources`` (per task) replace
+    the defaults."""
     settings = yaml.safe_load(Path(path).read_text())
+    settings.setdefault("ablations", {})
+    settings.setdefault("ablation_seeds", settings["seeds"][:1])
     if variant is None:
         return settings
     if variant not in settings["variants"]:
         raise ValueError(f"{path}: no variant {variant!r}; the variants are {sorted(settings['variants'])}")
     v = settings["variants"][variant]
     settings["seeds"] = v.get("seeds", settings["seeds"])
-    settings["models"] = {name: settings["models"][name] for name in v.get("models", settings["models"])}
+    for group in ("models", "ablations"):
+        settings[group] = {name: settings[group][name] for name in v.get(group, settings[group])}
     for task, epochs in v.get("epochs", {}).items():
         settings["tasks"][task]["overrides"]["epochs"] = epochs
     for task, sources in v.get("sources", {}).items():
@@ -72,8 +76,9 @@ def load_settings(path: Path = SETTINGS, variant: str | None = None) -> dict[str
 
 
 def plan_runs(settings: dict[str, Any], data_root: Path, work_dir: Path) -> list[dict[str, Any]]:
-    """One entry per seed x task x source x model for the tasks whose data folder exists, seeds
-    outermost so that a benchmark stopped early still compares every model.
+    """One entry per seed x task x source x model (``models`` with every seed, ``ablations`` with
+    ``ablation_seeds``) for the tasks whose data folder exists, seeds outermost so that a benchmark
+    stopped early still compares every model.
 
     A missing task folder or source domain is reported and skipped, never silently.
     """
@@ -93,8 +98,9 @@ def plan_runs(settings: dict[str, Any], data_root: Path, work_dir: Path) -> list
                 scenarios.append((task, source, root, spec["overrides"]))
     runs = []
     for seed in settings["seeds"]:
+        models = {**settings["models"], **(settings["ablations"] if seed in settings["ablation_seeds"] else {})}
         for task, source, root, task_overrides in scenarios:
-            for model, model_overrides in settings["models"].items():
+            for model, model_overrides in models.items():
                 overrides = {
                     **settings["overrides"],
                     **task_overrides,
@@ -503,7 +509,7 @@ def main() -> None:
               f"{os.cpu_count()} CPU cores, Python {platform.python_version()}; {len(runs) - missing} of {len(runs)} "
               f"planned runs; training and evaluation times per run are in dg_runs.csv.")
     paired = paired_rows(runs, settings.get("compare", []))
-    write_outputs(rows, list(settings["models"]), args.output, header, paired, scale)
+    write_outputs(rows, [*settings["models"], *settings["ablations"]], args.output, header, paired, scale)
     print(f"[dg] done in {wall / 60:.1f} min; results in {args.output}", flush=True)
 
 
