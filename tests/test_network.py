@@ -184,14 +184,17 @@ def test_torchscript_and_onnx_match_eager(tmp_path, backbone):
 
 
 @pytest.mark.parametrize(
-    "backbone,use_em,text_guided",
-    [("cpu-resnet", e, t) for e in (True, False) for t in (True, False)]
+    "backbone,options",
+    [("cpu-resnet", {"use_em": e, "text_guided": t}) for e in (True, False) for t in (True, False)]
     # the ViT towers share the ViT branch of the backbone: each flag value once, to keep the time down
-    + [(b, e, not e) for b in ("cpu-vit", "ViT-B-16") for e in (True, False)],
+    + [(b, {"use_em": e, "text_guided": not e}) for b in ("cpu-vit", "ViT-B-16") for e in (True, False)]
+    # the finer decoder levels: the ResNet stem's stride-2 map, the light conv stem, per-level EM
+    + [("cpu-resnet", {"output_stride": 2}), ("cpu-resnet", {"output_stride": 1, "text_guided": False}),
+       ("cpu-vit", {"output_stride": 1, "em_levels": [0, 2]})],
 )
-def test_torch_jit_script_matches_eager(tmp_path, backbone, use_em, text_guided):
+def test_torch_jit_script_matches_eager(tmp_path, backbone, options):
     """The Model Zoo exports by scripting: the scripted network, saved and loaded, equals eager."""
-    net = tiny_net(3, backbone, use_em=use_em, text_guided=text_guided, encode_text=backbone != "ViT-B-16").eval()
+    net = tiny_net(3, backbone, encode_text=backbone != "ViT-B-16", **options).eval()
     torch.jit.save(torch.jit.script(net), str(tmp_path / "m.ts"))
     scripted = torch.jit.load(str(tmp_path / "m.ts"))
     with torch.no_grad():

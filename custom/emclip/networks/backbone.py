@@ -98,14 +98,24 @@ class CLIPBackbone(nn.Module):
         feature_indices: the blocks that feed the four levels; ViT: transformer block indices
             (default: four evenly spaced blocks), ModifiedResNet: stages 1-4 (default).
         freeze: keep the image tower's weights fixed (the pyramid adapters still train).
+        half_resolution: ModifiedResNet only: also return the stem's stride-2 map (before its
+            average pool) as a first, finer level; its channels are ``half_channels``.
     """
 
     # constants, so that TorchScript compiles only the branch of this tower
-    __constants__ = ["is_vit", "patch"]
+    __constants__ = ["is_vit", "patch", "half_resolution"]
 
-    def __init__(self, visual: nn.Module, feature_indices: Sequence[int] | None = None, freeze: bool = False):
+    def __init__(
+        self,
+        visual: nn.Module,
+        feature_indices: Sequence[int] | None = None,
+        freeze: bool = False,
+        half_resolution: bool = False,
+    ):
         super().__init__()
         self.visual = visual
+        self.half_resolution = half_resolution
+        self.half_channels: list[int] = []
         if isinstance(visual, VisionTransformer):
             self.is_vit = True
             self.patch = int(visual.patch_size[0])
@@ -124,6 +134,8 @@ class CLIPBackbone(nn.Module):
                 ]
             )
             self.embed_dim = int(visual.proj.shape[1])
+            if half_resolution:
+                raise ValueError("half_resolution needs a ModifiedResNet: a ViT has no stride-2 features")
         elif isinstance(visual, ModifiedResNet):
             self.is_vit = False
             self.patch = 32
@@ -133,6 +145,7 @@ class CLIPBackbone(nn.Module):
             self.level_channels = [stem_width * (2 ** (i + 1) if i else 1) for i in self.indices]
             self.pyramid = nn.ModuleList([nn.Identity() for _ in range(4)])
             self.embed_dim = int(visual.attnpool.c_proj.out_features)
+            self.half_channels = [stem_width] if half_resolution else []
             # Only the pool's value path is used (see _resnet_forward): its query and key
             # projections would get no gradient, which DDP reports as unused parameters.
             for proj in (visual.attnpool.q_proj, visual.attnpool.k_proj):
@@ -174,9 +187,12 @@ class CLIPBackbone(nn.Module):
 
     def _resnet_forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         rn = self.visual
-        # the stem and the four stages, as ModifiedResNet.forward_intermediates takes them (index 0
-        # is the stem), written out because that method cannot be compiled by TorchScript
-        stages = [rn.stem(x)]
+        # The stem is run step by step to keep its stride-2 output before the average pool; the
+        # stages are written out because TorchScript cannot loop over a tuple of modules.
+        x = rn.act1(rn.bn1(rn.conv1(x)))
+        x = rn.act2(rn.bn2(rn.conv2(x)))
+        half = rn.act3(rn.bn3(rn.conv3(x)))
+        stages = [rn.avgpool(half)]
         stages.append(rn.layer1(stages[-1]))
         stages.append(rn.layer2(stages[-1]))
         stages.append(rn.layer3(stages[-1]))
@@ -190,16 +206,20 @@ class CLIPBackbone(nn.Module):
         pos = _resize_grid_embedding(pool.positional_embedding, (gh, gw))[1:]
         tokens = top.flatten(2).transpose(1, 2) + pos.to(top.dtype)
         dense = pool.c_proj(pool.v_proj(tokens))
+        if self.half_resolution:
+            maps = [half] + maps
         return maps, dense.transpose(1, 2).reshape(b, -1, gh, gw)
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Return ``(levels, dense)``: four maps at strides 4-32 and the joint-space embedding."""
+        """Return ``(levels, dense)``: maps at strides 4-32 (preceded by the stride-2 stem map with
+        ``half_resolution``) and the joint-space embedding."""
         self.check_size(int(x.shape[-2]), int(x.shape[-1]))
         if self.is_vit:  # a constant: TorchScript compiles only this tower's branch
             maps, dense = self._vit_forward(x)
         else:
             maps, dense = self._resnet_forward(x)
-        levels = []
+        fine = len(maps) - 4
+        levels = maps[:fine]
         for i, adapt in enumerate(self.pyramid):  # TorchScript iterates a ModuleList, not a zip
-            levels.append(adapt(maps[i]))
+            levels.append(adapt(maps[fine + i]))
         return levels, dense

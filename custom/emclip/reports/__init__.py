@@ -7,6 +7,7 @@ from emclip.reports.classes import CLASSES, ReportClass, get_classes
 from emclip.reports.handler import MetricsReportHandler
 from emclip.reports.metrics import as_label_map, case_metrics
 from emclip.reports.overlay import save_overlay
+from emclip.reports.stats import paired_bootstrap
 from emclip.reports.writers import safe_filename, summarize, summary_markdown, write_reports
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "as_label_map",
     "case_metrics",
     "save_overlay",
+    "paired_bootstrap",
     "safe_filename",
     "summarize",
     "summary_markdown",
