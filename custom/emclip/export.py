@@ -120,7 +120,8 @@ class OnnxRuntimeNetwork(nn.Module):
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=chosen + ["CPUExecutionProvider"])
+        chosen += [] if "CPUExecutionProvider" in chosen else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=chosen)
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
