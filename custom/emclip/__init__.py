@@ -5,7 +5,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("benchmarks", "data", "export", "losses", "networks", "reports", "workflows")
+_SUBPACKAGES = ("benchmarks", "data", "export", "inference", "losses", "networks", "reports", "workflows")
 __all__ = list(_SUBPACKAGES)
 
 

@@ -279,7 +279,8 @@ def preprocessing(task: str, keys: Sequence[str] = ("image", "label"), **params:
     Args:
         task: ``"fundus"`` or ``"cardiac"``.
         keys: image key, then label keys; ``("image",)`` gives the image-only inference chain.
-        params: fundus: ``spatial_size`` (int or pair, default 256), ``mask_format`` (default
+        params: fundus: ``spatial_size`` (int or pair, default 256; ``None`` keeps the image's own
+            size, for :class:`emclip.inference.DiscRefiner`), ``mask_format`` (default
             ``"auto"``; an item's own ``mask_format`` other than ``"auto"`` wins). Cardiac: ``spacing`` (in-plane mm,
             default 1.25), ``spatial_size`` (in-plane int or pair, default 192), ``percentiles``
             (clip range, default (0.5, 99.5)), ``frame_key`` (default ``"frame"``).
@@ -294,15 +295,16 @@ def preprocessing(task: str, keys: Sequence[str] = ("image", "label"), **params:
     image, labels = keys[0], keys[1:]
     if task == "fundus":
         _with_defaults(params, {"spatial_size": 256, "mask_format": "auto"}, task)
-        size = _pair(params["spatial_size"])
         chain: list[Transform] = [ReadImaged(image, reader=PILReader(converter=to_rgb)), EnsureChannelFirstd(image)]
         if labels:
             chain += [LoadFundusLabeld(labels, params["mask_format"]), CheckSameShaped(keys)]
-        chain += [
+        if params["spatial_size"] is not None:  # None: the two-pass refinement resizes by itself
             # anti-aliasing smooths the image before downsampling; labels only ever see nearest
-            Resized(keys, size, mode=["bilinear"] + ["nearest"] * len(labels), anti_aliasing=[True] + [False] * len(labels)),
-            ScaleIntensityRanged(image, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0),  # after resizing: fewer pixels
-        ]
+            chain.append(Resized(
+                keys, _pair(params["spatial_size"]), mode=["bilinear"] + ["nearest"] * len(labels),
+                anti_aliasing=[True] + [False] * len(labels),
+            ))
+        chain.append(ScaleIntensityRanged(image, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0))  # after resizing: fewer pixels
         return chain
     _with_defaults(params, {"spacing": 1.25, "spatial_size": 192, "percentiles": (0.5, 99.5), "frame_key": "frame"}, task)
     lower, upper = params["percentiles"]

@@ -77,6 +77,9 @@ class MetricsReportHandler:
             grid differs from the label's (warned once per run), get no overlay.
         domain_key: key of the domain name (a string).
         case_key: key of the case name (a string).
+        uncertainty_key: key of a per-pixel uncertainty map (``emclip.inference.PredictiveEntropyd``,
+            in the label's geometry); items that have it get an ``uncertainty`` score per class
+            (``emclip.inference.uncertainty_scores``) and the reports its correlation with Dice.
         log_summary: log the Markdown summary table (off for per-epoch validation, where the
             metrics line of ``StatsHandler`` is enough).
     """
@@ -91,6 +94,7 @@ class MetricsReportHandler:
         image_key: str = "image",
         domain_key: str = "domain",
         case_key: str = "case",
+        uncertainty_key: str = "uncertainty",
         log_summary: bool = True,
     ) -> None:
         get_classes(task)  # fail at construction, not after a whole evaluation, on a bad task
@@ -102,6 +106,7 @@ class MetricsReportHandler:
         self.image_key = image_key
         self.domain_key = domain_key
         self.case_key = case_key
+        self.uncertainty_key = uncertainty_key
         self.log_summary = log_summary
         self.reset()
 
@@ -177,6 +182,12 @@ class MetricsReportHandler:
             spacing = pixdim[: label_map.ndim].tolist() if pixdim.size >= label_map.ndim else None
 
         metrics = case_metrics(pred_arr, label_map, self.task, spacing=spacing)
+        uncertainty = lookup(self.uncertainty_key)
+        if uncertainty is not None:
+            from emclip.inference.uncertainty import uncertainty_scores  # the inference package imports reports
+
+            scores = uncertainty_scores(uncertainty, pred_arr, self.task)
+            metrics = [{**m, "uncertainty": scores[m["class"]]} for m in metrics]
         self.rows.extend({"domain": domain, "case": case, **m} for m in metrics)
 
         image = lookup(self.image_key)
