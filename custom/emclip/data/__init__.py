@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "read_fundus_label": "fundus",
     "RandGIN": "style",
     "RandGINd": "style",
+    "write_fundus_photos": "synthetic",
     "write_synthetic": "synthetic",
     "AUGMENTATIONS": "transforms",
     "CLIP_MEAN": "transforms",
