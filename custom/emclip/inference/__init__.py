@@ -4,7 +4,7 @@ Each step is a config value of ``evaluate.yaml`` and ``inference.yaml``; all are
 """
 
 from emclip.inference.inferer import TestTimeInferer
-from emclip.inference.postprocess import STEPS, AnatomyPostprocessd, check_steps, fill_holes, largest_component, postprocess
+from emclip.inference.postprocess import STEPS, TASK_STEPS, AnatomyPostprocessd, check_steps, fill_holes, largest_component, postprocess
 from emclip.inference.refine import DiscRefiner, disc_fraction, measure_disc_fraction
 from emclip.inference.tent import entropy, norm_layers, tent_adaptation
 from emclip.inference.tta import flip_combinations, flip_ensemble
@@ -12,6 +12,7 @@ from emclip.inference.uncertainty import PredictiveEntropyd, predictive_entropy,
 
 __all__ = [
     "STEPS",
+    "TASK_STEPS",
     "AnatomyPostprocessd",
     "DiscRefiner",
     "PredictiveEntropyd",

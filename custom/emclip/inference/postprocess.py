@@ -31,10 +31,11 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
-__all__ = ["STEPS", "AnatomyPostprocessd", "check_steps", "fill_holes", "largest_component", "postprocess"]
+__all__ = ["STEPS", "TASK_STEPS", "AnatomyPostprocessd", "check_steps", "fill_holes", "largest_component", "postprocess"]
 
 STEPS: tuple[str, ...] = ("largest_component", "fill_holes", "cup_in_disc")
-_TASK_STEPS: dict[str, tuple[str, ...]] = {"fundus": STEPS, "cardiac": ("largest_component", "fill_holes")}
+# the steps each task has, in the order they are applied and chosen
+TASK_STEPS: dict[str, tuple[str, ...]] = {"fundus": STEPS, "cardiac": ("largest_component", "fill_holes")}
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -74,13 +75,13 @@ def check_steps(task: str, steps: Mapping[str, bool] | None) -> dict[str, bool]:
     Raises:
         ValueError: an unknown task or step name, or a step switched on that ``task`` lacks.
     """
-    if task not in _TASK_STEPS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(_TASK_STEPS)}")
+    if task not in TASK_STEPS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_STEPS)}")
     steps = dict(steps or {})
     unknown = sorted(set(steps) - set(STEPS))
     if unknown:
         raise ValueError(f"postprocess: unknown step(s) {unknown}; known: {list(STEPS)}")
-    unsupported = [name for name, on in steps.items() if on and name not in _TASK_STEPS[task]]
+    unsupported = [name for name, on in steps.items() if on and name not in TASK_STEPS[task]]
     if unsupported:
         raise ValueError(f"postprocess: {unsupported} apply to fundus only; switch them off for {task}")
     return {name: bool(steps.get(name, False)) for name in STEPS}

@@ -19,15 +19,19 @@ from emclip.reports.metrics import as_label_map, case_metrics
 from emclip.reports.overlay import save_overlay
 from emclip.reports.writers import ALL_DOMAINS, safe_filename, summarize, summary_markdown, write_reports
 
-__all__ = ["MetricsReportHandler"]
+__all__ = ["MetricsReportHandler", "case_from_filename"]
 
 logger = logging.getLogger("emclip.reports")
 
 _ARCHIVE_SUFFIXES = (".gz", ".bz2", ".xz", ".zip")
 
 
-def _case_from_filename(filename: Any) -> str:
-    """File name without folder and extension (``.nii.gz`` counts as one extension)."""
+def case_from_filename(filename: Any) -> str:
+    """A case name: the file name without folder and extension (``.nii.gz`` counts as one extension).
+
+    Args:
+        filename: a path.
+    """
     path = Path(str(filename))
     if path.suffix in _ARCHIVE_SUFFIXES:
         path = path.with_suffix("")
@@ -168,7 +172,7 @@ class MetricsReportHandler:
         domain = "unknown" if domain is None else str(domain)
         case = lookup(self.case_key)
         if case is None and isinstance(label, MetaTensor) and "filename_or_obj" in label.meta:
-            case = _case_from_filename(label.meta["filename_or_obj"])
+            case = case_from_filename(label.meta["filename_or_obj"])
         if case is None:
             # Ranks number their unnamed cases separately; the rank prefix keeps them apart.
             index = len(self.rows) // len(get_classes(self.task))
