@@ -49,8 +49,8 @@ def test_choose_postprocessing_writes_an_overlay_from_the_source_split(trained, 
     parser.read_config(files)
     assert parser.get_parsed_content("postprocess") == overlay["postprocess"]
     assert parser.get_parsed_content("refine")["disc_fraction"] == overlay["refine#disc_fraction"]
-    assert (tmp_path / "chosen_source_val" / "metrics_per_case.csv").is_file()
-    domains = {r["domain"] for r in read_csv(tmp_path / "chosen_source_val" / "metrics_per_case.csv")}
+    raw = trained / "eval" / "fundus_source_val" / "metrics_per_case.csv"  # the reports of the raw predictions
+    domains = {r["domain"] for r in read_csv(raw)}
     assert domains == {"SynthA"}  # only the source validation split was used
 
 
@@ -72,3 +72,19 @@ def test_inference_benchmark_reports_each_step_against_plain(trained, tmp_path):
     assert {"variant", "domain", "case", "class", "dice", "seconds", "uncertainty"} <= set(rows[0])
     assert "vs plain (95 % CI)" in (tmp_path / "inference_summary.md").read_text()
     assert "postprocess" in yaml.safe_load((tmp_path / "chosen.yaml").read_text())
+
+
+def test_inference_benchmark_on_volumes(tmp_path):
+    from emclip.benchmarks.inference import main
+
+    write_synthetic(tmp_path / "data", "cardiac", per_domain=2, progress=False)
+    (tmp_path / "models" / "cardiac").mkdir(parents=True)
+    torch.save(EMCLIP(4, em_bases=8, in_channels=1, prompts="cardiac", encode_text=False).state_dict(),
+               tmp_path / "models" / "cardiac" / "model.pt")
+    summary = main(["--task", "cardiac", "--bundle-root", str(tmp_path), "--dataset-dir", str(tmp_path / "data"),
+                    "--train-domains", "A", "--output", str(tmp_path / "out"), "--steps", "tta",
+                    "--set", "spatial_size=[64,64]", "preprocess#spacing=3.0", "network_def#em_bases=8",
+                    "num_workers=0", "val_fraction=0.5", "eval_domains=[B]"])
+    assert {e["variant"] for e in summary} == {"plain", "tta", "pp_largest_component", "pp_fill_holes", "chosen"}
+    assert {e["class"] for e in summary} == {"LV", "MYO", "RV"}
+    assert {(e["domain"], e["split"]) for e in summary} == {("A", "source-val"), ("B", "unseen")}

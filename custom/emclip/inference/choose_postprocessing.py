@@ -193,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train-domains", nargs="+", required=True, help="the source domain(s) it was trained on")
     parser.add_argument("--output", required=True, help="config overlay to write (YAML)")
     parser.add_argument("--config-dir", default=str(REPO_CONFIGS), help="bundle/configs, or a packaged bundle's configs")
-    parser.add_argument("--work-dir", default=None, help="reports of the raw predictions (default: next to --output)")
+    parser.add_argument("--work-dir", default=None,
+                        help="reports of the raw predictions (default: <bundle-root>/eval/<task>_source_val)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other overrides of the training run")
     args = parser.parse_args(argv)
     output = Path(args.output)
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "bundle_root": args.bundle_root,
         "dataset_dir": args.dataset_dir,
         "train_domains": args.train_domains,
-        "output_dir": args.work_dir or str(output.with_suffix("")) + "_source_val",
+        "output_dir": args.work_dir or str(Path(args.bundle_root) / "eval" / f"{args.task}_source_val"),
         "overlays_per_domain": 0,
         **parse_overrides(args.set),
         "postprocess": {name: False for name in STEPS},
