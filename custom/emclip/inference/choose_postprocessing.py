@@ -28,6 +28,7 @@ import yaml
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 from monai.data import MetaTensor
+from monai.engines.utils import IterationEvents
 from monai.utils import convert_to_numpy
 
 from emclip.inference.postprocess import STEPS, TASK_STEPS, postprocess
@@ -47,7 +48,8 @@ class Case:
 
     Attributes:
         domain: domain name. case: case name. pred, label: label maps without channel axis.
-        spacing: voxel size for HD95, or ``None``. seconds: inference and postprocessing time.
+        spacing: voxel size for HD95, or ``None``. seconds: inference and postprocessing time
+        (see :func:`collect_cases`).
         uncertainty: per-class uncertainty scores, when the run computed them.
     """
 
@@ -99,18 +101,27 @@ def evaluation_workflow(task: str, overrides: Mapping[str, Any], config_dir: str
 
 
 def collect_cases(workflow: ConfigWorkflow, task: str) -> list[Case]:
-    """Run the workflow's evaluator once and keep every case's prediction, label and timing."""
+    """Run the workflow's evaluator once and keep every case's prediction, label and timing.
+
+    The time of a case runs from the start of its iteration to the end of the evaluator's
+    postprocessing: the inferer with its test-time steps, the argmax, the inversion to the input's
+    geometry; not data loading nor the metrics.
+    """
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
     if len(evaluator.data_loader) == 0:
         raise ValueError("no case to evaluate: the selected split is empty (for the source validation split raise val_fraction)")
     cases: list[Case] = []
-    started: list[float] = []
+    clock: dict[str, float] = {}
 
     def on_start(engine: Engine) -> None:
-        started.append(time.perf_counter())
+        clock["start"] = time.perf_counter()
+
+    def on_model(engine: Engine) -> None:
+        # MODEL_COMPLETED handlers run in order: the evaluator's postprocessing, then this one
+        clock["seconds"] = time.perf_counter() - clock["start"]
 
     def on_complete(engine: Engine) -> None:
-        seconds = (time.perf_counter() - started[-1]) / len(engine.state.output)
+        seconds = clock["seconds"] / len(engine.state.output)
         for item, extra in zip(engine.state.output, engine.state.batch):
             label = item["label"]
             pred = as_label_map(item["pred"])
@@ -128,6 +139,7 @@ def collect_cases(workflow: ConfigWorkflow, task: str) -> list[Case]:
                               pred.astype(np.uint8), as_label_map(label).astype(np.uint8), spacing, seconds, uncertainty))
 
     evaluator.add_event_handler(Events.ITERATION_STARTED, on_start)
+    evaluator.add_event_handler(IterationEvents.MODEL_COMPLETED, on_model)
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, on_complete)
     evaluator.run()
     return cases
