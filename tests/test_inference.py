@@ -165,6 +165,21 @@ def test_two_pass_mode_finds_the_disc_on_a_whole_photograph(tmp_path):
     assert refiner.missed == []
 
 
+def test_two_pass_mode_pads_a_crop_whose_disc_is_large():
+    # a disc crop zoomed in: the square that gives the disc 0.3 of its pixels is larger than the image
+    yy, xx = np.mgrid[0:64, 0:80]
+    truth = np.hypot(yy - 30, xx - 44) < 25
+    red = np.where(truth, 0.9, 0.4)
+    x = ((torch.tensor(np.stack([red, red * 0.6, red * 0.3]), dtype=torch.float32)
+          - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None])[None]
+    refiner = DiscRefiner((32, 32), disc_fraction=0.3)
+    top, left, side = refiner.window(truth, truth.shape)
+    assert side > 64 and top < 0  # centred on the disc, padded beyond the image
+    with torch.no_grad():
+        disc = inference.TestTimeInferer(refine=refiner)(x, DiscByColour())[0].argmax(0).numpy() > 0
+    assert disc.shape == truth.shape and 2 * (disc & truth).sum() / (disc.sum() + truth.sum()) > 0.95
+
+
 def test_two_pass_mode_reports_a_photograph_without_disc(caplog):
     refiner = DiscRefiner((64, 64))
     x = torch.full((1, 3, 100, 120), -1.5)

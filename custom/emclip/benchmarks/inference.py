@@ -139,8 +139,8 @@ def summarize_variants(rows: Sequence[Mapping[str, Any]], task: str, source_doma
 
 
 def _markdown(summary: Sequence[Mapping[str, Any]], task: str, chosen: Mapping[str, Any], command: str) -> str:
-    def f(v: float, digits: int = 3) -> str:
-        return "n/a" if math.isnan(v) else f"{v:+.{digits}f}" if digits == 3 else f"{v:.{digits}f}"
+    def signed(v: float, digits: int) -> str:
+        return "n/a" if math.isnan(v) else f"{v:+.{digits}f}"
 
     lines = [
         f"# Test-time steps: {task}",
@@ -157,7 +157,7 @@ def _markdown(summary: Sequence[Mapping[str, Any]], task: str, chosen: Mapping[s
         ci = "" if math.isnan(e["ci_low"]) else f" ({e['ci_low']:+.3f}, {e['ci_high']:+.3f})"
         lines.append(
             f"| {e['variant']} | {e['domain']} | {e['split']} | {e['class']} | {e['n']} | {e['dice']:.4f} | "
-            f"{f(e['diff_vs_plain'])}{ci} | {e['seconds_per_case']:.3f} | {f(e['uncertainty_spearman'], 2)} |"
+            f"{signed(e['diff_vs_plain'], 3)}{ci} | {e['seconds_per_case']:.3f} | {signed(e['uncertainty_spearman'], 2)} |"
         )
     lines += [
         "",

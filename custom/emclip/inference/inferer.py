@@ -94,9 +94,7 @@ class TestTimeInferer(Inferer):
         adaptation = contextlib.nullcontext()
         if self.tent_steps > 0:
             # TENT adapts on what the network sees first: the whole input, or the refiner's first pass
-            first = x if self.refine is None else torch.nn.functional.interpolate(
-                x, size=self.refine.spatial_size, mode="bilinear", align_corners=False, antialias=True
-            )
+            first = x if self.refine is None else self.refine.first_pass_input(x)
             adaptation = tent_adaptation(network, first, softmax, self.tent_steps, self.tent_lr, self.tent_batch_statistics)
         with adaptation:
             if self.refine is None:

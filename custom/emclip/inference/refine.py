@@ -76,6 +76,10 @@ class DiscRefiner:
         self.min_disc_pixels = int(min_disc_pixels)
         self.missed: list[str] = []
 
+    def first_pass_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of pass 1: ``x`` resized to ``spatial_size`` (anti-aliased)."""
+        return _resize(x, self.spatial_size, antialias=True)
+
     def window(self, disc: np.ndarray, shape: Sequence[int]) -> tuple[int, int, int] | None:
         """Square crop ``(top, left, side)`` in input pixels around a first-pass disc mask.
 
@@ -110,7 +114,7 @@ class DiscRefiner:
         for b in range(x.shape[0]):
             item = x[b : b + 1]
             shape = tuple(item.shape[-2:])
-            first = predict(_resize(item, self.spatial_size, antialias=True))
+            first = predict(self.first_pass_input(item))
             disc = largest_component(first[0].argmax(0).cpu().numpy() > 0)
             box = self.window(disc, shape)
             if box is None:
