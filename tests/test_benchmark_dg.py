@@ -24,6 +24,8 @@ def tiny_settings(**models):
     settings = dg.load_settings()
     settings["seeds"] = [0]
     settings["models"] = {name: settings["models"][name] for name in models} if models else settings["models"]
+    if models:
+        settings["ablations"] = {}
     settings["overrides"] = {**settings["overrides"], **TINY}
     settings["tasks"] = {"fundus": {"data": "fundus", "sources": ["SynthA", "Nowhere"], "overrides": {}},
                          "cardiac": {"data": "cardiac/MnMs", "sources": ["A"], "overrides": {}}}
@@ -32,11 +34,17 @@ def tiny_settings(**models):
 
 def test_settings_file_lists_the_issue_models_and_a_quick_subset():
     settings = dg.load_settings()
-    assert set(settings["models"]) == {"emclip", "emclip_no_em", "emclip_no_text", "unet"}
-    assert len(settings["seeds"]) >= 2
+    assert set(settings["models"]) == {"emclip_dg", "unet_dg", "emclip", "unet"}
+    assert len(settings["seeds"]) >= 3 and settings["ablation_seeds"] == [0]
+    assert {"emclip_dg_stride4", "emclip_stride2", "emclip_dg_no_em", "emclip_dg_no_text"} <= set(settings["ablations"])
+    # the recipe is the same for EM-CLIP and the U-Net; only the network differs
+    recipe = {k: v for k, v in settings["models"]["unet_dg"].items() if k != "network_def"}
+    assert recipe and all(settings["models"]["emclip_dg"][k] == v for k, v in recipe.items())
+    assert ["emclip_dg", "unet_dg"] in settings["compare"] and settings["scale_sweep"]["splits"] == ["eval", "val"]
     assert settings["tasks"]["fundus"]["sources"] == ["REFUGE"] and settings["tasks"]["cardiac"]["sources"] == ["A", "B"]
+    assert (settings["tasks"]["fundus"]["overrides"]["epochs"], settings["tasks"]["cardiac"]["overrides"]["epochs"]) == (40, 100)
     quick = dg.load_settings(variant="quick")
-    assert quick["seeds"] == [0] and list(quick["models"]) == ["emclip", "unet"]
+    assert quick["seeds"] == [0] and list(quick["models"]) == ["emclip_dg", "unet_dg"] and not quick["ablations"]
     assert quick["tasks"]["fundus"]["overrides"]["epochs"] < settings["tasks"]["fundus"]["overrides"]["epochs"]
     long = dg.load_settings(variant="long")
     assert long["tasks"]["cardiac"]["sources"] == ["A"] and long["tasks"]["fundus"]["sources"] == ["REFUGE"]
@@ -51,10 +59,12 @@ def test_plan_reports_what_it_skips_and_puts_seeds_outermost(data_root, tmp_path
     runs = dg.plan_runs(settings, data_root, tmp_path)
     out = capsys.readouterr().out
     assert "skip fundus source Nowhere" in out and "skip cardiac: no folder" in out
-    assert [(r["seed"], r["model"]) for r in runs] == [(s, m) for s in (0, 1) for m in settings["models"]]
+    # ablations with the first seed only
+    expected = [(0, m) for m in [*settings["models"], *settings["ablations"]]] + [(1, m) for m in settings["models"]]
+    assert [(r["seed"], r["model"]) for r in runs] == expected
     unet = next(r for r in runs if r["model"] == "unet")["overrides"]
     assert unet["network_def"]["_target_"] == "UNet" and unet["train_domains"] == ["SynthA"]
-    no_em = next(r for r in runs if r["model"] == "emclip_no_em")["overrides"]
+    no_em = next(r for r in runs if r["model"] == "emclip_dg_no_em")["overrides"]
     assert no_em["network_def#use_em"] is False and no_em["epochs"] == 1
     # one preprocessing cache per task, a bundle_root per run
     assert len({r["overrides"]["train#dataset#cache_dir"] for r in runs}) == 1
@@ -64,9 +74,11 @@ def test_plan_reports_what_it_skips_and_puts_seeds_outermost(data_root, tmp_path
 def test_runs_train_evaluate_resume_and_summarize(data_root, tmp_path):
     settings = tiny_settings(emclip={}, unet={})
     runs = dg.plan_runs(settings, data_root, tmp_path / "work")
-    rows = []
+    sweep = {"zooms": [0.8], "splits": ["eval", "val"]}
+    rows, scale = [], []
     for run in runs:
-        result = dg.execute(run)
+        result = dg.execute(run, sweep)
+        scale += dg.collect_scale(run, sweep)
         assert result["train_s"] > 0 and result["eval_s"] > 0 and result["params"] > 0 and result["peak_rss_mib"] > 0
         rows += dg.collect(run, result)
         assert "monai.bundle run training" in (tmp_path / "work" / "fundus_SynthA" / run["model"] / "seed0" / "command.txt").read_text()
@@ -82,9 +94,19 @@ def test_runs_train_evaluate_resume_and_summarize(data_root, tmp_path):
         (m, d, c) for m in ("emclip", "unet") for d in ("SynthB", "SynthC") for c in ("OD", "OC")
     }
     assert all(0.0 <= r["dice"] <= 1.0 and r["n"] == 3 for r in rows)
+    # the sweep: zoom 0.8 and the run's own zoom-1 evaluation per model, domain and class; no val split
+    assert {(r["model"], r["zoom"], r["split"]) for r in scale} == {(m, z, "eval") for m in ("emclip", "unet") for z in (0.8, 1.0)}
+    assert len(scale) == 2 * 2 * 2 * 2 and all(0 <= r["dice"] <= 1 for r in scale)
+    assert "no source validation split" in (tmp_path / "work" / "fundus_SynthA" / "unet" / "seed0" / "log.txt").read_text()
+    paired = dg.paired_rows(runs, [["emclip", "unet"]])
+    assert len(paired) == 4 and all(p["n"] == 3 and p["seeds"] == 1 for p in paired)
+    first = paired[0]
+    assert first["mean_diff"] == pytest.approx(first["model_dice"] - first["baseline_dice"])
+    assert first["low"] <= first["mean_diff"] <= first["high"]
     out = tmp_path / "out"
-    dg.write_outputs(rows, ["emclip", "unet"], out, "header line")
-    for name in ("dg_runs.csv", "dg_summary.csv", "dg_summary.md", "dg_dice_fundus.png"):
+    dg.write_outputs(rows, ["emclip", "unet"], out, "header line", paired, scale)
+    assert "| fundus | SynthA -> SynthB | OD | emclip - unet | 1 | 3 |" in (out / "dg_paired.md").read_text()
+    for name in ("dg_runs.csv", "dg_summary.csv", "dg_summary.md", "dg_dice_fundus.png", "dg_scale.csv", "dg_scale_fundus.png"):
         assert (out / name).stat().st_size > 0
     with open(out / "dg_runs.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len(rows)

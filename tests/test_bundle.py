@@ -180,12 +180,20 @@ def test_workflow_properties_complete(data, tmp_path, files, meta, kind, task):
             assert key in workflow.parser, key
 
 
-def test_inference_network_matches_training():
-    train = yaml.safe_load(open(CONFIGS / "train.yaml"))["network_def"]
-    infer = yaml.safe_load(open(CONFIGS / "inference.yaml"))["network_def"]
-    for key in ("pretrained", "encode_text"):  # inference takes both from the checkpoint
-        train.pop(key), infer.pop(key)
+@pytest.mark.parametrize("task", ["fundus", "cardiac"])
+def test_inference_network_matches_training(task):
+    from monai.bundle import ConfigParser
+
+    def resolved(name):
+        parser = ConfigParser()
+        parser.read_config(cfg(name, task))
+        parser.parse()
+        keys = set(parser["network_def"]) - {"pretrained", "encode_text"}  # inference takes both from the checkpoint
+        return {key: parser.get_parsed_content(f"network_def#{key}") for key in keys}
+
+    train, infer = resolved("train"), resolved("inference")
     assert train == infer
+    assert train["backbone"] == "cpu-resnet" and train["num_classes"] == (3 if task == "fundus" else 4)
 
 
 def test_configuration_errors_name_the_key(data, tmp_path):

@@ -13,7 +13,11 @@ epoch checkpoint).
 
 Writes to ``--output``: ``dg_runs.csv`` (one row per task, source, model, seed, domain and class:
 mean Dice and HD95 over the cases), ``dg_summary.csv`` / ``dg_summary.md`` (mean and sample
-standard deviation over the seeds, and mean training time), ``dg_dice_<task>.png``.
+standard deviation over the seeds, and mean training time), ``dg_dice_<task>.png``; with the
+settings' ``compare`` pairs, ``dg_paired.csv`` / ``dg_paired.md`` (per-case Dice differences,
+averaged over seeds, with a bootstrap 95% interval); with ``scale_sweep``, every finished run is
+also evaluated with its input zoomed (evaluate.yaml's ``input_zoom``) on the unseen domains and on
+the source validation split: ``dg_scale.csv`` and ``dg_scale_<task>.png``.
 """
 
 from __future__ import annotations
@@ -37,25 +41,33 @@ import yaml
 
 from emclip.data import build_datalist
 from emclip.demo import CONFIGS, TASKS, bundle_command
-from emclip.reports import summarize
+from emclip.reports import paired_bootstrap, summarize
 
-__all__ = ["load_settings", "plan_runs", "run_one", "collect", "summarize_seeds", "write_outputs"]
+__all__ = [
+    "load_settings", "plan_runs", "run_one", "sweep_one", "collect", "collect_scale", "paired_rows",
+    "summarize_seeds", "write_outputs",
+]
 
 SETTINGS = CONFIGS / "benchmark.yaml"
 RUN_FILE = "result.json"
+SCALE_FILE = "scale.json"
 
 
 def load_settings(path: Path = SETTINGS, variant: str | None = None) -> dict[str, Any]:
     """Benchmark settings with the file's variant ``variant`` applied: any of its ``seeds``,
-    ``models`` (a subset, by name), ``epochs`` and ``sources`` (per task) replace the defaults."""
+    ``models`` and ``ablations`` (subsets, by name), ``epochs`` and ``sources`` (per task) replace
+    the defaults."""
     settings = yaml.safe_load(Path(path).read_text())
+    settings.setdefault("ablations", {})
+    settings.setdefault("ablation_seeds", settings["seeds"][:1])
     if variant is None:
         return settings
     if variant not in settings["variants"]:
         raise ValueError(f"{path}: no variant {variant!r}; the variants are {sorted(settings['variants'])}")
     v = settings["variants"][variant]
     settings["seeds"] = v.get("seeds", settings["seeds"])
-    settings["models"] = {name: settings["models"][name] for name in v.get("models", settings["models"])}
+    for group in ("models", "ablations"):
+        settings[group] = {name: settings[group][name] for name in v.get(group, settings[group])}
     for task, epochs in v.get("epochs", {}).items():
         settings["tasks"][task]["overrides"]["epochs"] = epochs
     for task, sources in v.get("sources", {}).items():
@@ -64,8 +76,9 @@ def load_settings(path: Path = SETTINGS, variant: str | None = None) -> dict[str
 
 
 def plan_runs(settings: dict[str, Any], data_root: Path, work_dir: Path) -> list[dict[str, Any]]:
-    """One entry per seed x task x source x model for the tasks whose data folder exists, seeds
-    outermost so that a benchmark stopped early still compares every model.
+    """One entry per seed x task x source x model (``models`` with every seed, ``ablations`` with
+    ``ablation_seeds``) for the tasks whose data folder exists, seeds outermost so that a benchmark
+    stopped early still compares every model.
 
     A missing task folder or source domain is reported and skipped, never silently.
     """
@@ -85,8 +98,9 @@ def plan_runs(settings: dict[str, Any], data_root: Path, work_dir: Path) -> list
                 scenarios.append((task, source, root, spec["overrides"]))
     runs = []
     for seed in settings["seeds"]:
+        models = {**settings["models"], **(settings["ablations"] if seed in settings["ablation_seeds"] else {})}
         for task, source, root, task_overrides in scenarios:
-            for model, model_overrides in settings["models"].items():
+            for model, model_overrides in models.items():
                 overrides = {
                     **settings["overrides"],
                     **task_overrides,
@@ -107,33 +121,63 @@ def _meta_and_configs(task: str, configs: list[str]) -> tuple[list[str], list[st
     return meta, [str(CONFIGS / f"{c}.yaml") for c in configs + [task]]
 
 
-def run_one(run: dict[str, Any]) -> dict[str, Any]:
-    """Train and evaluate one run in this process; returns times, parameter count and peak memory."""
+def _workflow(run: dict[str, Any], configs: list[str], kind: str, **overrides: Any):
+    """Run one bundle workflow of ``run`` in this process; returns the finished workflow's parser."""
     from monai.bundle import ConfigWorkflow
 
+    meta, files = _meta_and_configs(run["task"], configs)
+    wf = ConfigWorkflow(
+        config_file=files,
+        meta_file=meta,
+        logging_file=str(CONFIGS / "logging.conf"),
+        run_id="training" if kind == "train" else "evaluating",
+        workflow_type=kind,
+        **{**run["overrides"], **overrides},
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf.parser
+
+
+def run_one(run: dict[str, Any]) -> dict[str, Any]:
+    """Train and evaluate one run in this process; returns times, parameter count and peak memory."""
     result: dict[str, Any] = {}
-    for workflow, configs, kind in (("training", ["train"], "train"), ("evaluating", ["train", "evaluate"], "eval")):
-        meta, files = _meta_and_configs(run["task"], configs)
+    for configs, kind in ((["train"], "train"), (["train", "evaluate"], "eval")):
         start = time.perf_counter()
-        wf = ConfigWorkflow(
-            config_file=files,
-            meta_file=meta,
-            logging_file=str(CONFIGS / "logging.conf"),
-            run_id=workflow,
-            workflow_type=kind,
-            **run["overrides"],
-        )
-        wf.initialize()
-        wf.run()
-        wf.finalize()
+        parser = _workflow(run, configs, kind)
         result[f"{kind}_s"] = round(time.perf_counter() - start, 1)
         if kind == "train":
-            result["params"] = sum(p.numel() for p in wf.parser.get_parsed_content("network").parameters())
+            result["params"] = sum(p.numel() for p in parser.get_parsed_content("network").parameters())
     # ru_maxrss is in KiB on Linux; children are the data-loader workers
     result["peak_rss_mib"] = round(
         max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024, 1
     )
     return result
+
+
+def _scale_dir(run: dict[str, Any], split: str, zoom: float) -> Path:
+    return _run_dir(run) / "eval_scale" / f"{split}_zoom{zoom:g}"
+
+
+def sweep_one(run: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate a trained run with its input zoomed by each of ``sweep["zooms"]`` on the splits of
+    ``sweep["splits"]`` (``eval``: the unseen domains, ``val``: the source validation split, also
+    at zoom 1); a split with no case is skipped and said."""
+    done = []
+    for split in sweep["splits"]:
+        for zoom in sorted(set(sweep["zooms"]) | ({1.0} if split == "val" else set())):
+            if split == "eval" and zoom == 1.0:
+                continue  # the run's own evaluation
+            overrides = {"input_zoom": float(zoom), "output_dir": str(_scale_dir(run, split, zoom)), "overlays_per_domain": 0}
+            if split == "val":
+                if run["overrides"].get("val_fraction", 0.1) == 0:
+                    print(f"[dg] {_run_dir(run)}: no source validation split (val_fraction 0): val sweep skipped", flush=True)
+                    break
+                overrides["validate#dataset#data"] = "$@splits['val']"
+            _workflow(run, ["train", "evaluate"], "eval", **overrides)
+            done.append([split, zoom])
+    return {"evaluated": done}
 
 
 def _run_dir(run: dict[str, Any]) -> Path:
@@ -148,30 +192,40 @@ def _commands(run: dict[str, Any]) -> str:
     )
 
 
-def execute(run: dict[str, Any]) -> dict[str, Any]:
-    """Run ``run`` in a child process (skipped when its result exists); returns its result."""
+def execute(run: dict[str, Any], sweep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``run`` in a child process (skipped when its result exists), then its scale sweep when
+    ``sweep`` is given (likewise); returns its result."""
     out = _run_dir(run)
     done, spec = out / RUN_FILE, out / "run.json"
     # a run folder left by other settings must not be mixed into these results
     if spec.is_file() and json.loads(spec.read_text()) != run:
         raise RuntimeError(f"{spec} was written by other benchmark settings; use another --work-dir or remove {out}")
-    if done.is_file():
-        return json.loads(done.read_text())
     out.mkdir(parents=True, exist_ok=True)
-    (out / "command.txt").write_text(_commands(run))
-    spec.write_text(json.dumps(run))
+    if not done.is_file():
+        (out / "command.txt").write_text(_commands(run))
+        spec.write_text(json.dumps(run))
+        _child(out, ["--run-one", str(spec)])
+    if sweep is not None and not _sweep_done(run, sweep):
+        (out / "sweep.json").write_text(json.dumps(sweep))
+        _child(out, ["--sweep-one", str(spec)])
+    return json.loads(done.read_text())
+
+
+def _sweep_done(run: dict[str, Any], sweep: dict[str, Any]) -> bool:
+    path = _run_dir(run) / SCALE_FILE
+    return path.is_file() and json.loads(path.read_text()).get("sweep") == sweep
+
+
+def _child(out: Path, args: list[str]) -> None:
     with open(out / "log.txt", "a") as log:
-        proc = subprocess.run([sys.executable, "-m", "emclip.benchmarks.dg", "--run-one", str(spec)], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.run([sys.executable, "-m", "emclip.benchmarks.dg", *args], stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError(f"run {out} failed (exit {proc.returncode}); see {out / 'log.txt'}")
-    return json.loads(done.read_text())
 
 
 def collect(run: dict[str, Any], result: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of one finished run: mean Dice/HD95 per evaluated domain and class."""
-    per_case = _run_dir(run) / "eval" / run["task"] / "metrics_per_case.csv"
-    with open(per_case, newline="") as f:
-        summary = summarize(list(csv.DictReader(f)), run["task"])
+    summary = summarize(_per_case(_run_dir(run) / "eval" / run["task"]), run["task"])
     rows = {}
     for entry in summary:
         if entry["domain"] == "all":
@@ -184,6 +238,98 @@ def collect(run: dict[str, Any], result: dict[str, Any]) -> list[dict[str, Any]]
         )
         row[entry["metric"]] = entry["mean"]
     return list(rows.values())
+
+
+def _per_case(eval_dir: Path) -> list[dict[str, str]]:
+    with open(eval_dir / "metrics_per_case.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def collect_scale(run: dict[str, Any], sweep: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of a run's scale sweep: mean Dice per split, zoom, domain and class (zoom 1 on the
+    unseen domains is the run's own evaluation)."""
+    rows = []
+    for split in sweep["splits"]:
+        for zoom in sorted(set(sweep["zooms"]) | {1.0}):
+            folder = _run_dir(run) / "eval" / run["task"] if (split, zoom) == ("eval", 1.0) else _scale_dir(run, split, zoom)
+            if not (folder / "metrics_per_case.csv").is_file():
+                continue
+            for entry in summarize(_per_case(folder), run["task"]):
+                if entry["domain"] != "all" and entry["metric"] == "dice":
+                    rows.append({"task": run["task"], "source": run["source"], "model": run["model"], "seed": run["seed"],
+                                 "split": split, "zoom": zoom, "domain": entry["domain"], "class": entry["class"],
+                                 "dice": entry["mean"], "n": entry["n"]})
+    return rows
+
+
+def paired_rows(runs: list[dict[str, Any]], pairs: list[list[str]]) -> list[dict[str, Any]]:
+    """For each ``[model, baseline]`` pair, task, source, domain and class: per-case Dice averaged
+    over the seeds both models finished, then the paired bootstrap of ``model - baseline``."""
+    cases: dict[tuple, dict[str, list[float]]] = {}
+    for run in runs:
+        if not (_run_dir(run) / RUN_FILE).is_file():
+            continue
+        for row in _per_case(_run_dir(run) / "eval" / run["task"]):
+            key = (run["task"], run["source"], run["model"], row["domain"], row["class"], row["case"])
+            cases.setdefault(key, {})[run["seed"]] = float(row["dice"])
+    out = []
+    for model, baseline in pairs:
+        groups: dict[tuple, tuple[list[float], list[float], set]] = {}
+        for (task, source, m, domain, name, case), by_seed in cases.items():
+            other = cases.get((task, source, baseline, domain, name, case))
+            if m != model or other is None:
+                continue
+            seeds = sorted(set(by_seed) & set(other))
+            if not seeds:
+                continue
+            a, b, used = groups.setdefault((task, source, domain, name), ([], [], set()))
+            a.append(float(np.mean([by_seed[s] for s in seeds])))
+            b.append(float(np.mean([other[s] for s in seeds])))
+            used.update(seeds)
+        for (task, source, domain, name), (a, b, used) in groups.items():
+            stats = paired_bootstrap(a, b)
+            out.append({"task": task, "source": source, "domain": domain, "class": name, "model": model,
+                        "baseline": baseline, "seeds": len(used), "model_dice": float(np.nanmean(a)),
+                        "baseline_dice": float(np.nanmean(b)), **stats})
+    return out
+
+
+def paired_markdown(rows: list[dict[str, Any]]) -> str:
+    """One table: model minus baseline, per-case mean difference and its 95% interval."""
+    lines = ["| task | source -> domain | class | model - baseline | seeds | cases | model | baseline | difference [95% CI] |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['source']} -> {r['domain']} | {r['class']} | {r['model']} - {r['baseline']} | "
+                     f"{r['seeds']} | {r['n']} | {r['model_dice']:.3f} | {r['baseline_dice']:.3f} | "
+                     f"{r['mean_diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_scale(rows: list[dict[str, Any]], task: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    part = [r for r in rows if r["task"] == task]
+    panels = list(dict.fromkeys((r["split"], r["source"], r["domain"], r["class"]) for r in part))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.0), squeeze=False)
+    for ax, (split, source, domain, name) in zip(axes[0], panels):
+        for model in dict.fromkeys(r["model"] for r in part):
+            points: dict[float, list[float]] = {}
+            for r in part:
+                if (r["split"], r["source"], r["domain"], r["class"], r["model"]) == (split, source, domain, name, model):
+                    points.setdefault(r["zoom"], []).append(r["dice"])
+            zooms = sorted(points)
+            ax.plot(zooms, [np.mean(points[z]) for z in zooms], marker="o", label=model)
+        ax.set_title(f"{source}->{domain} {name}" + (" (source val)" if split == "val" else ""), fontsize=8)
+        ax.set_xlabel("input zoom")
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("Dice")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -270,9 +416,24 @@ def _plot(summary: list[dict[str, Any]], task: str, models: list[str], path: Pat
     plt.close(fig)
 
 
-def write_outputs(rows: list[dict[str, Any]], models: list[str], output: Path, header: str) -> list[dict[str, Any]]:
-    """dg_runs.csv, dg_summary.csv, dg_summary.md and one plot per task; returns the summary."""
+def write_outputs(
+    rows: list[dict[str, Any]],
+    models: list[str],
+    output: Path,
+    header: str,
+    paired: list[dict[str, Any]] | None = None,
+    scale: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """dg_runs.csv, dg_summary.csv, dg_summary.md and one plot per task, and the paired and scale
+    files when given; returns the summary."""
     output.mkdir(parents=True, exist_ok=True)
+    if paired:
+        _write_csv(output / "dg_paired.csv", paired)
+        (output / "dg_paired.md").write_text(header + "\n\n" + paired_markdown(paired))
+    if scale:
+        _write_csv(output / "dg_scale.csv", scale)
+        for task in dict.fromkeys(r["task"] for r in scale):
+            _plot_scale(scale, task, output / f"dg_scale_{task}.png")
     summary = summarize_seeds(rows)
     _write_csv(output / "dg_runs.csv", rows)
     _write_csv(output / "dg_summary.csv", summary)
@@ -303,11 +464,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_const", dest="variant", const="quick", help="--variant quick: a smoke run in minutes")
     parser.add_argument("--report-only", action="store_true", help="summarize the finished runs; run nothing")
     parser.add_argument("--run-one", type=Path, help=argparse.SUPPRESS)  # internal: one run in this process
+    parser.add_argument("--sweep-one", type=Path, help=argparse.SUPPRESS)  # internal: one run's scale sweep
     args = parser.parse_args()
     if args.run_one:
         run = json.loads(args.run_one.read_text())
         result = run_one(run)
         (args.run_one.parent / RUN_FILE).write_text(json.dumps(result))
+        return
+    if args.sweep_one:
+        run = json.loads(args.sweep_one.read_text())
+        sweep = json.loads((args.sweep_one.parent / "sweep.json").read_text())
+        result = {"sweep": sweep, **sweep_one(run, sweep)}
+        (args.sweep_one.parent / SCALE_FILE).write_text(json.dumps(result))
         return
     if args.data_root is None or not args.data_root.is_dir():
         parser.error(f"--data-root: {args.data_root} is not a folder")
@@ -317,16 +485,19 @@ def main() -> None:
     if not runs:
         parser.error(f"--data-root: no task data found under {args.data_root}")
     start = time.perf_counter()
-    rows, missing = [], 0
+    sweep = settings.get("scale_sweep")
+    rows, scale, missing = [], [], 0
     for i, run in enumerate(runs, 1):
         t0 = time.perf_counter()
         if args.report_only and not (_run_dir(run) / RUN_FILE).is_file():
             missing += 1
             print(f"[dg] {i}/{len(runs)} {run['task']} {run['source']} {run['model']} seed {run['seed']}: not run", flush=True)
             continue
-        result = execute(run)
+        result = json.loads((_run_dir(run) / RUN_FILE).read_text()) if args.report_only else execute(run, sweep)
         run_rows = collect(run, result)
         rows += run_rows
+        if sweep is not None:
+            scale += collect_scale(run, sweep)
         dice = ", ".join(f"{r['domain']} {r['class']} {r['dice']:.3f}" for r in run_rows)
         print(f"[dg] {i}/{len(runs)} {run['task']} {run['source']} {run['model']} seed {run['seed']}: "
               f"train {result['train_s']} s, eval {result['eval_s']} s ({time.perf_counter() - t0:.0f} s here) | {dice}", flush=True)
@@ -337,7 +508,8 @@ def main() -> None:
               f"{f' --variant {args.variant}' if args.variant else ''}` on {cpu_name()}, "
               f"{os.cpu_count()} CPU cores, Python {platform.python_version()}; {len(runs) - missing} of {len(runs)} "
               f"planned runs; training and evaluation times per run are in dg_runs.csv.")
-    write_outputs(rows, list(settings["models"]), args.output, header)
+    paired = paired_rows(runs, settings.get("compare", []))
+    write_outputs(rows, [*settings["models"], *settings["ablations"]], args.output, header, paired, scale)
     print(f"[dg] done in {wall / 60:.1f} min; results in {args.output}", flush=True)
 
 

@@ -145,6 +145,7 @@ def training_dataset(
     cache: str = "memory",
     cache_dir: str | Path | None = None,
     num_workers: int | None = 1,
+    views: int = 1,
 ) -> Dataset:
     """The training set of a task: fundus images, or the labelled slices of cardiac volumes.
 
@@ -160,12 +161,13 @@ def training_dataset(
             slices are always held in memory; ``"disk"`` also keeps the volumes in ``cache_dir``).
         cache_dir: folder of the disk cache.
         num_workers: threads that fill the memory cache.
+        views: differently styled views per item (2 for the consistency loss; see ``augmentation``).
     """
     preprocess, augment = dict(preprocess or {}), dict(augment or {})
     if task == "cardiac":
-        per_slice = augmentation(task, **augment) + normalization(task, normalize=normalize)
+        per_slice = augmentation(task, views=views, **augment) + normalization(task, normalize=normalize)
         return make_slice_dataset(data, preprocessing(task, **preprocess), per_slice, cache_dir=cache_dir if cache == "disk" else None)
-    return make_dataset(data, training_transforms(task, preprocess=preprocess, augment=augment, normalize=normalize), cache, cache_dir, num_workers)
+    return make_dataset(data, training_transforms(task, preprocess=preprocess, augment=augment, normalize=normalize, views=views), cache, cache_dir, num_workers)
 
 
 def cache_nbytes(dataset: Dataset) -> int:

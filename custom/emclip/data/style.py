@@ -4,8 +4,9 @@ Each call draws a fresh shallow convolutional network with random kernels (1x1 o
 weights and biases, leaky-ReLU between layers), passes the image through it, rescales the result to
 the image's own intensity range, and blends it with the image by a random ``alpha``. Shapes and
 anatomy are kept while texture, contrast and colour change, which is the domain shift the model
-should ignore. With ``num_layers=1`` this is a plain random convolution. The transforms work on any
-number of spatial dimensions (2D or 3D convolutions) and never touch labels.
+should ignore. With ``num_layers=1`` this is a plain random convolution. ``RandGINMixd`` blends
+two such draws region by region, and ``RandLocationScaled`` changes the intensity of each labelled
+region on its own. The transforms work on any number of spatial dimensions and never change labels.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_dst_type
 
-__all__ = ["RandGIN", "RandGINd"]
+__all__ = ["RandGIN", "RandGINd", "RandGINMixd", "RandLocationScaled"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -124,4 +125,143 @@ class RandGINd(RandomizableTransform, MapTransform):
                 self.gin.randomize(None, in_channels=d[key].shape[0], spatial_dims=d[key].ndim - 1)
                 drawn = True
             d[key] = self.gin(d[key], randomize=False)
+        return d
+
+
+def _smooth_field(rng: np.random.RandomState, spatial: Sequence[int], grid: int) -> torch.Tensor:
+    """A random field in ``[0, 1]`` of shape ``spatial``: uniform noise on a coarse grid, upsampled."""
+    coarse = torch.from_numpy(rng.uniform(0.0, 1.0, (1, 1) + (grid,) * len(spatial)).astype(np.float32))
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
+    return F.interpolate(coarse, size=tuple(spatial), mode=mode, align_corners=True)[0, 0]
+
+
+class RandGINMixd(RandomizableTransform, MapTransform):
+    """Region-wise style mixing: two independent GIN draws blended by a smooth random spatial mask.
+
+    One GIN network restyles the whole image the same way; mixing two by a mask that varies over
+    the image gives neighbouring regions different appearances, so the network cannot rely on
+    how one structure looks relative to another (the idea of the interventional pseudo-correlation
+    augmentation of causality-inspired single-source DG, Ouyang et al., TMI 2022).
+
+    Args:
+        keys: image keys (never labels); one draw is shared by all keys.
+        prob: probability of applying the transform.
+        grid: the mask is uniform noise on a ``g``-point grid per axis, ``g`` uniform in this
+            integer range, upsampled to the image (smaller ``g``: larger regions).
+        kwargs: the options of ``RandGIN`` other than ``prob`` (both draws use them).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 0.5,
+        grid: Sequence[int] = (2, 6),
+        allow_missing_keys: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        if len(grid) != 2 or not 2 <= grid[0] <= grid[1]:
+            raise ValueError(f"RandGINMixd grid must be a range (low, high) with 2 <= low <= high, got {grid}")
+        self.grid = (int(grid[0]), int(grid[1]))
+        self.gins = (RandGIN(prob=1.0, **kwargs), RandGIN(prob=1.0, **kwargs))
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandGINMixd:
+        super().set_random_state(seed, state)
+        for gin in self.gins:
+            gin.set_random_state(state=self.R)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        mask: torch.Tensor | None = None
+        for key in self.key_iterator(d):
+            img = d[key]
+            if mask is None:
+                for gin in self.gins:
+                    gin.randomize(None, in_channels=img.shape[0], spatial_dims=img.ndim - 1)
+                grid = int(self.R.randint(self.grid[0], self.grid[1] + 1))
+                mask = _smooth_field(self.R, img.shape[1:], grid)
+            first, second = (torch.as_tensor(gin(img, randomize=False)).float() for gin in self.gins)
+            d[key] = convert_to_dst_type(mask * first + (1.0 - mask) * second, img)[0]
+        return d
+
+
+class RandLocationScaled(RandomizableTransform, MapTransform):
+    """Label-aware location-scale intensity augmentation with a random monotone intensity curve.
+
+    Every class region of the label (background included) gets its own random intensity scale
+    and shift per channel, so that the contrast between structures changes, not only the global
+    look (the idea of class-level location-scale augmentation, SLAug, AAAI 2023). The class masks
+    are blurred before mixing so that no sharp artificial edge marks a label boundary. Then a
+    random monotone curve through ``curve_points`` control points remaps the whole image's
+    intensities. The image must be in ``[0, 1]``; the result is clipped to it. Labels are read,
+    never changed.
+
+    Args:
+        keys: image keys.
+        label_key: the label map ``(1, *spatial)`` that defines the regions.
+        prob: probability of applying the transform.
+        scale: each region's scale is uniform in ``[1 - scale, 1 + scale]``.
+        shift: each region's shift is uniform in ``[-shift, shift]``.
+        sigma: Gaussian blur (pixels) of the class masks; 0 keeps them hard.
+        curve_points: interior control points of the monotone curve; 0 switches it off.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_key: str = "label",
+        prob: float = 0.5,
+        scale: float = 0.3,
+        shift: float = 0.15,
+        sigma: float = 2.0,
+        curve_points: int = 3,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        if not 0 <= scale < 1 or shift < 0 or sigma < 0 or curve_points < 0:
+            raise ValueError("RandLocationScaled needs 0 <= scale < 1, shift >= 0, sigma >= 0 and curve_points >= 0")
+        self.label_key = label_key
+        self.scale, self.shift, self.sigma, self.curve_points = scale, shift, sigma, curve_points
+
+    def _soft_masks(self, label: torch.Tensor, classes: list[int]) -> torch.Tensor:
+        """``(len(classes), *spatial)`` class masks, blurred and normalised to sum to one."""
+        masks = torch.stack([(label[0] == c).float() for c in classes])
+        if self.sigma > 0:
+            radius = int(3 * self.sigma + 0.5)
+            taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / self.sigma) ** 2)
+            taps = taps / taps.sum()
+            conv = _CONV[masks.ndim - 1]
+            for axis in range(masks.ndim - 1):
+                shape = [1, 1] + [1] * (masks.ndim - 1)
+                shape[2 + axis] = taps.numel()
+                masks = conv(masks[:, None], taps.view(shape), padding="same")[:, 0]
+        return masks / masks.sum(dim=0, keepdim=True).clamp_min(1e-6)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        label = torch.as_tensor(d[self.label_key])
+        classes = [int(c) for c in torch.unique(label).tolist()]
+        masks = self._soft_masks(label, classes)
+        for key in self.key_iterator(d):
+            img = d[key]
+            x = torch.as_tensor(img).float()
+            shape = (len(classes), x.shape[0]) + (1,) * (x.ndim - 1)
+            scale = torch.from_numpy(self.R.uniform(1 - self.scale, 1 + self.scale, shape).astype(np.float32))
+            shift = torch.from_numpy(self.R.uniform(-self.shift, self.shift, shape).astype(np.float32))
+            # per region: x * a_c + b_c, blended by the soft masks
+            out = (masks[:, None] * (x[None] * scale + shift)).sum(dim=0).clamp(0.0, 1.0)
+            if self.curve_points:
+                knots_y = np.concatenate([[0.0], np.sort(self.R.uniform(0, 1, self.curve_points)), [1.0]])
+                knots_x = np.linspace(0.0, 1.0, self.curve_points + 2)
+                out = torch.from_numpy(np.interp(out.numpy(), knots_x, knots_y).astype(np.float32))
+            d[key] = convert_to_dst_type(out, img)[0]
         return d

@@ -20,6 +20,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor, PILReader
 from monai.transforms import (
     EnsureChannelFirstd,
+    InvertibleTransform,
     EnsureTyped,
     LoadImage,
     MapTransform,
@@ -40,13 +41,14 @@ from monai.transforms import (
     ScaleIntensityRangePercentilesd,
     Spacingd,
     Transform,
+    Zoomd,
 )
 from monai.utils import convert_to_dst_type
 from PIL import Image
 
 from .common import input_error
 from .fundus import read_fundus_label
-from .style import RandGINd
+from .style import RandGINd, RandGINMixd, RandLocationScaled
 
 __all__ = [
     "AUGMENTATIONS",
@@ -57,8 +59,10 @@ __all__ = [
     "LoadFundusLabeld",
     "RandHueSaturationd",
     "ReadImaged",
+    "RepeatViewsd",
     "SelectFramed",
     "TASKS",
+    "ZoomInPlaned",
     "augmentation",
     "evaluation_transforms",
     "normalization",
@@ -260,6 +264,59 @@ class RandHueSaturationd(RandomizableTransform, MapTransform):
         return d
 
 
+class ZoomInPlaned(MapTransform, InvertibleTransform):
+    """Zoom images by ``zoom`` in the first two spatial axes, keeping their size (edge-padded when
+    shrunk, centre-cropped when enlarged); invertible, so ``Invertd`` maps predictions back.
+
+    For scale-robustness checks: 2D images and the slices of 3D volumes (the slice axis is kept).
+
+    Args:
+        keys: image keys.
+        zoom: the zoom factor (below 1 shrinks).
+        padding_mode: ``numpy.pad`` mode of the border left by shrinking.
+    """
+
+    def __init__(self, keys: KeysCollection, zoom: float, padding_mode: str = "edge", allow_missing_keys: bool = False):
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.zooms = {
+            dims: Zoomd(keys, zoom=(zoom, zoom) + (1.0,) * (dims - 2), keep_size=True, padding_mode=padding_mode,
+                        allow_missing_keys=allow_missing_keys)
+            for dims in (2, 3)
+        }
+
+    def _for(self, data: Mapping[Hashable, Any]) -> Zoomd:
+        return self.zooms[next(iter(data[k] for k in self.key_iterator(data))).ndim - 1]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return self._for(data)(data)
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return self._for(data).inverse(data)
+
+
+class RepeatViewsd(Transform):
+    """Return ``views`` copies of an item, so that the transforms after it draw each one anew.
+
+    Placed after the spatial augmentation, it gives differently styled views of the same geometry
+    for a consistency loss (``EMCLIPLoss(consistency_weight=...)``): MONAI's ``Compose`` applies
+    the later transforms to every copy, and ``list_data_collate`` puts the views of an item next
+    to each other in the batch.
+    """
+
+    def __init__(self, views: int = 2) -> None:
+        if views < 2:
+            raise ValueError(f"RepeatViewsd needs views >= 2, got {views}")
+        self.views = views
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
+        return [dict(data)] + [
+            {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in data.items()} for _ in range(self.views - 1)
+        ]
+
+
+_SPATIAL: tuple[str, ...] = ("flip", "affine", "elastic")
+
+
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
@@ -354,6 +411,8 @@ AUGMENTATIONS: dict[str, dict[str, tuple[bool, dict[str, Any]]]] = {
         "affine": (True, {"prob": 0.5, "rotate": 0.26, "scale": 0.1, "translate": 10}),
         "elastic": (False, {"prob": 0.2, "spacing": 32, "magnitude": (1.0, 3.0)}),
         "gin": (True, {"prob": 0.5, "num_layers": 4, "hidden_channels": 2, "kernel_sizes": (1, 3), "alpha": (0.0, 1.0)}),
+        "gin_mix": (False, {"prob": 0.5, "grid": (2, 6), "num_layers": 4, "hidden_channels": 2, "kernel_sizes": (1, 3)}),
+        "location_scale": (False, {"prob": 0.5, "scale": 0.3, "shift": 0.15, "sigma": 2.0, "curve_points": 3}),
         "gamma": (True, {"prob": 0.3, "gamma": (0.7, 1.5)}),
         "contrast": (True, {"prob": 0.3, "factor": 0.25}),
         "brightness": (True, {"prob": 0.3, "offset": 0.1}),
@@ -366,6 +425,8 @@ AUGMENTATIONS: dict[str, dict[str, tuple[bool, dict[str, Any]]]] = {
         "affine": (True, {"prob": 0.5, "rotate": 0.52, "scale": 0.15, "translate": 10}),
         "elastic": (True, {"prob": 0.2, "spacing": 24, "magnitude": (1.0, 2.0)}),
         "gin": (True, {"prob": 0.5, "num_layers": 4, "hidden_channels": 2, "kernel_sizes": (1, 3), "alpha": (0.0, 1.0)}),
+        "gin_mix": (False, {"prob": 0.5, "grid": (2, 6), "num_layers": 4, "hidden_channels": 2, "kernel_sizes": (1, 3)}),
+        "location_scale": (False, {"prob": 0.5, "scale": 0.3, "shift": 0.15, "sigma": 2.0, "curve_points": 3}),
         "gamma": (True, {"prob": 0.3, "gamma": (0.7, 1.5)}),
         "contrast": (True, {"prob": 0.3, "factor": 0.25}),
         "brightness": (True, {"prob": 0.3, "offset": 0.1}),
@@ -406,6 +467,15 @@ def _build_augmentation(name: str, image: str, keys: list[str], o: dict[str, Any
                 alpha_range=o["alpha"],
             )
         ]
+    if name == "gin_mix":
+        gin = {k: o[k] for k in ("num_layers", "hidden_channels", "kernel_sizes")}
+        # alpha 1: the mixed draws replace the image; the plain GIN switch already blends
+        return [RandGINMixd(image, prob=o["prob"], grid=o["grid"], alpha_range=(1.0, 1.0), **gin)]
+    if name == "location_scale":
+        if len(keys) < 2:
+            raise ValueError("augmentation 'location_scale' needs a label key: it changes each labelled region")
+        return [RandLocationScaled(image, keys[1], prob=o["prob"], scale=o["scale"], shift=o["shift"],
+                                   sigma=o["sigma"], curve_points=o["curve_points"])]
     if name == "gamma":
         return [RandAdjustContrastd(image, prob=o["prob"], gamma=o["gamma"])]
     if name == "contrast":
@@ -423,17 +493,22 @@ def _build_augmentation(name: str, image: str, keys: list[str], o: dict[str, Any
     raise AssertionError(f"no builder for augmentation {name!r}")  # AUGMENTATIONS and builders disagree
 
 
-def augmentation(task: str, keys: Sequence[str] = ("image", "label"), **switches: bool | dict[str, Any] | None) -> list[Transform]:
+def augmentation(
+    task: str, keys: Sequence[str] = ("image", "label"), views: int = 1, **switches: bool | dict[str, Any] | None
+) -> list[Transform]:
     """Random domain-generalisation augmentation of 2D items (fundus images, cardiac slices).
 
-    Order: spatial (flip, affine = rotation/scaling/translation, elastic), GIN style randomisation,
-    intensity and colour (gamma, contrast, brightness, hue/saturation, bias field), blur, noise,
-    then a clip of the image to ``[0, 1]``. Spatial transforms move labels with nearest
-    interpolation and pad with 0 (background).
+    Order: spatial (flip, affine = rotation/scaling/translation, elastic), GIN style randomisation
+    (whole image, then region-wise mixing), label-aware location-scale, intensity and colour
+    (gamma, contrast, brightness, hue/saturation, bias field), blur, noise, then a clip of the
+    image to ``[0, 1]``. Spatial transforms move labels with nearest interpolation and pad with 0
+    (background).
 
     Args:
         task: ``"fundus"`` or ``"cardiac"``.
         keys: image key, then label keys.
+        views: with 2 or more, each item becomes that many views after the spatial transforms
+            (same geometry, independent appearance; see ``RepeatViewsd``).
         switches: per augmentation name in ``AUGMENTATIONS[task]``: ``False``/``None`` off,
             ``True`` on with defaults, or a dict of options overriding the defaults (turns it on),
             e.g. ``augmentation("fundus", gin={"prob": 0.8}, elastic=True, noise=False)``.
@@ -447,7 +522,8 @@ def augmentation(task: str, keys: Sequence[str] = ("image", "label"), **switches
     if unknown:
         raise ValueError(f"unknown {task} augmentation(s) {unknown}; known: {sorted(table)}")
     keys = list(keys)
-    chain: list[Transform] = []
+    spatial: list[Transform] = []
+    appearance: list[Transform] = []
     for name, (default_on, defaults) in table.items():
         switch = switches.get(name, default_on)
         if not switch:
@@ -458,8 +534,9 @@ def augmentation(task: str, keys: Sequence[str] = ("image", "label"), **switches
             if unknown:
                 raise ValueError(f"unknown option(s) {unknown} of {task} augmentation {name!r}; known: {sorted(defaults)}")
             options.update(switch)
-        chain += _build_augmentation(name, keys[0], keys, options)
-    if chain:
+        (spatial if name in _SPATIAL else appearance).extend(_build_augmentation(name, keys[0], keys, options))
+    chain = spatial + ([RepeatViewsd(views)] if views > 1 else []) + appearance
+    if spatial or appearance:
         chain.append(ScaleIntensityRanged(keys[0], a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
     return chain
 
@@ -470,6 +547,7 @@ def training_transforms(
     preprocess: dict[str, Any] | None = None,
     augment: dict[str, Any] | None = None,
     normalize: bool | None = None,
+    views: int = 1,
 ) -> list[Transform]:
     """``preprocessing + augmentation + normalization`` for 2D training items (fundus).
 
@@ -478,7 +556,7 @@ def training_transforms(
     """
     return (
         preprocessing(task, keys, **(preprocess or {}))
-        + augmentation(task, keys, **(augment or {}))
+        + augmentation(task, keys, views, **(augment or {}))
         + normalization(task, keys, normalize)
     )
 

@@ -84,11 +84,21 @@ class CLIPBackbone(nn.Module):
         feature_indices: the blocks that feed the four levels; ViT: transformer block indices
             (default: four evenly spaced blocks), ModifiedResNet: stages 1-4 (default).
         freeze: keep the image tower's weights fixed (the pyramid adapters still train).
+        half_resolution: ModifiedResNet only: also return the stem's stride-2 map (before its
+            average pool) as a first, finer level; its channels are ``half_channels``.
     """
 
-    def __init__(self, visual: nn.Module, feature_indices: Sequence[int] | None = None, freeze: bool = False):
+    def __init__(
+        self,
+        visual: nn.Module,
+        feature_indices: Sequence[int] | None = None,
+        freeze: bool = False,
+        half_resolution: bool = False,
+    ):
         super().__init__()
         self.visual = visual
+        self.half_resolution = half_resolution
+        self.half_channels: list[int] = []
         if isinstance(visual, VisionTransformer):
             self.is_vit = True
             self.patch = int(visual.patch_size[0])
@@ -107,6 +117,8 @@ class CLIPBackbone(nn.Module):
                 ]
             )
             self.embed_dim = int(visual.proj.shape[1])
+            if half_resolution:
+                raise ValueError("half_resolution needs a ModifiedResNet: a ViT has no stride-2 features")
         elif isinstance(visual, ModifiedResNet):
             self.is_vit = False
             self.patch = 32
@@ -116,6 +128,7 @@ class CLIPBackbone(nn.Module):
             self.level_channels = [stem_width * (2 ** (i + 1) if i else 1) for i in self.indices]
             self.pyramid = nn.ModuleList([nn.Identity() for _ in range(4)])
             self.embed_dim = int(visual.attnpool.c_proj.out_features)
+            self.half_channels = [stem_width] if half_resolution else []
             # Only the pool's value path is used (see _resnet_forward): its query and key
             # projections would get no gradient, which DDP reports as unused parameters.
             for proj in (visual.attnpool.q_proj, visual.attnpool.k_proj):
@@ -161,7 +174,16 @@ class CLIPBackbone(nn.Module):
 
     def _resnet_forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         rn = self.visual
-        maps = rn.forward_intermediates(x, indices=self.indices, intermediates_only=True)["image_intermediates"]
+        # The stem is run step by step to keep its stride-2 output before the average pool.
+        x = rn.act1(rn.bn1(rn.conv1(x)))
+        x = rn.act2(rn.bn2(rn.conv2(x)))
+        half = rn.act3(rn.bn3(rn.conv3(x)))
+        x = rn.avgpool(half)
+        stages = [x]
+        for stage in (rn.layer1, rn.layer2, rn.layer3, rn.layer4):
+            x = stage(x)
+            stages.append(x)
+        maps = [stages[i] for i in self.indices]
         top = maps[-1]
         b, _, gh, gw = top.shape
         pool = rn.attnpool
@@ -170,10 +192,14 @@ class CLIPBackbone(nn.Module):
         pos = _resize_grid_embedding(pool.positional_embedding, (gh, gw))[1:]
         tokens = top.flatten(2).transpose(1, 2) + pos.to(top.dtype)
         dense = pool.c_proj(pool.v_proj(tokens))
-        return list(maps), dense.transpose(1, 2).reshape(b, -1, gh, gw)
+        if self.half_resolution:
+            maps = [half] + maps
+        return maps, dense.transpose(1, 2).reshape(b, -1, gh, gw)
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Return ``(levels, dense)``: four maps at strides 4-32 and the joint-space embedding."""
+        """Return ``(levels, dense)``: maps at strides 4-32 (preceded by the stride-2 stem map with
+        ``half_resolution``) and the joint-space embedding."""
         self.check_size(int(x.shape[-2]), int(x.shape[-1]))
         maps, dense = self._vit_forward(x) if self.is_vit else self._resnet_forward(x)
-        return [adapt(m) for adapt, m in zip(self.pyramid, maps)], dense
+        fine = len(maps) - 4
+        return maps[:fine] + [adapt(m) for adapt, m in zip(self.pyramid, maps[fine:])], dense

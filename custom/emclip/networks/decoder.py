@@ -45,21 +45,28 @@ class TextCrossAttention(nn.Module):
 
 
 class PixelDecoder(nn.Module):
-    """FPN over four feature levels (strides 4-32) with per-class logits at stride 4.
+    """FPN over the feature levels (strides 4-32, optionally preceded by finer ones) with per-class
+    logits at the finest level.
 
     With text guidance, the coarsest level also receives the joint-space embedding and the
-    pixel-text score map (DenseCLIP), every level's pixels cross-attend to the class text
-    embeddings, and the logits are cosine similarities between pixel embeddings and text-derived
-    class queries (textual queries, as in tqdm). Without it, the same FPN ends in a 1x1 conv.
+    pixel-text score map (DenseCLIP), the pixels of every level at stride 4 or coarser cross-attend
+    to the class text embeddings, and the logits are cosine similarities between pixel embeddings
+    and text-derived class queries (class queries made from text, as in text-query segmentation
+    decoders). Without it, the same FPN ends in a 1x1 conv. Levels finer than stride 4 (``fine_levels``
+    of them, first in ``level_channels``) carry detail for thin structures: they are fused top-down
+    like the others but are ``fine_channels`` wide and skip the cross-attention, whose cost grows
+    with the pixel count while the text it adds is already in the coarser levels.
 
     Args:
-        level_channels: channels of the four input levels, finest first.
-        channels: decoder width.
+        level_channels: channels of the input levels, finest first (the last is the coarsest).
+        channels: decoder width at strides 4 and coarser.
         num_classes: output classes.
         text_dim: text (joint) embedding size.
         text_guided: enable the text guidance described above.
         heads: cross-attention heads.
         temperature: temperature of the cosine logits.
+        fine_levels: how many leading levels are finer than stride 4 (0, 1 or 2).
+        fine_channels: decoder width of those levels.
     """
 
     def __init__(
@@ -71,37 +78,53 @@ class PixelDecoder(nn.Module):
         text_guided: bool = True,
         heads: int = 4,
         temperature: float = 0.07,
+        fine_levels: int = 0,
+        fine_channels: int = 32,
     ):
         super().__init__()
+        if not 0 <= fine_levels <= len(level_channels) - 1:
+            raise ValueError(f"fine_levels must be in 0..{len(level_channels) - 1}, got {fine_levels}")
         self.text_guided = text_guided
         self.temperature = temperature
-        extra = [0, 0, 0, text_dim + num_classes if text_guided else 0]
-        self.lateral = nn.ModuleList(_conv_norm_act(c + e, channels, 1) for c, e in zip(level_channels, extra))
-        self.smooth = nn.ModuleList(_conv_norm_act(channels, channels, 3) for _ in level_channels)
+        self.fine_levels = fine_levels
+        widths = [fine_channels] * fine_levels + [channels] * (len(level_channels) - fine_levels)
+        extra = [0] * (len(level_channels) - 1) + [text_dim + num_classes if text_guided else 0]
+        self.lateral = nn.ModuleList(_conv_norm_act(c + e, w, 1) for c, e, w in zip(level_channels, extra, widths))
+        self.smooth = nn.ModuleList(_conv_norm_act(w, w, 3) for w in widths)
+        # top-down path from level i + 1 to level i: a 1x1 projection where the width changes
+        self.narrow = nn.ModuleList(
+            nn.Identity() if widths[i] == widths[i + 1] else nn.Conv2d(widths[i + 1], widths[i], 1)
+            for i in range(len(widths) - 1)
+        )
+        out_width = widths[0]
         if text_guided:
-            self.cross = nn.ModuleList(TextCrossAttention(channels, text_dim, heads) for _ in level_channels)
-            self.pixel_embed = nn.Conv2d(channels, channels, 1)
-            self.class_query = nn.Linear(text_dim, channels)
+            self.cross = nn.ModuleList(
+                TextCrossAttention(channels, text_dim, heads) for _ in range(len(level_channels) - fine_levels)
+            )
+            # the head is as wide as the finest level: a wider one would cost most at full resolution
+            self.pixel_embed = nn.Conv2d(out_width, out_width, 1)
+            self.class_query = nn.Linear(text_dim, out_width)
             self.class_bias = nn.Parameter(torch.zeros(num_classes))
         else:
-            self.classifier = nn.Conv2d(channels, num_classes, 1)
+            self.classifier = nn.Conv2d(out_width, num_classes, 1)
 
     def _refine(self, i: int, feat: torch.Tensor, text: torch.Tensor, top_down: torch.Tensor | None = None) -> torch.Tensor:
         x = self.lateral[i](feat)
         if top_down is not None:
-            x = x + top_down
+            x = x + self.narrow[i](F.interpolate(top_down, size=feat.shape[-2:], mode="bilinear", align_corners=False))
         x = self.smooth[i](x)
-        return self.cross[i](x, text) if self.text_guided else x
+        if self.text_guided and i >= self.fine_levels:
+            x = self.cross[i - self.fine_levels](x, text)
+        return x
 
     def forward(self, levels: list[torch.Tensor], text: torch.Tensor, semantic: torch.Tensor | None) -> torch.Tensor:
-        """Logits at stride 4. ``semantic`` is the embedding and score map (text-guided only)."""
+        """Logits at the finest level's stride. ``semantic`` is the embedding and score map (text-guided only)."""
         top = levels[-1]
         if self.text_guided and semantic is not None:
             semantic = F.interpolate(semantic, size=top.shape[-2:], mode="bilinear", align_corners=False)
             top = torch.cat([top, semantic], dim=1)
         x = self._refine(len(levels) - 1, top, text)
         for i in range(len(levels) - 2, -1, -1):
-            x = F.interpolate(x, size=levels[i].shape[-2:], mode="bilinear", align_corners=False)
             x = self._refine(i, levels[i], text, x)
         if not self.text_guided:
             return self.classifier(x)

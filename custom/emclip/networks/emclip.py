@@ -7,11 +7,13 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
 
 from emclip.networks.backbone import CLIPBackbone, build_clip
 from emclip.networks.decoder import PixelDecoder
 from emclip.networks.em import EMAggregation
 from emclip.networks.presets import PRESETS
+from emclip.networks.stem import DetailStem
 from emclip.networks.text import ClassTextEmbeddings
 
 __all__ = ["EMCLIP"]
@@ -40,10 +42,17 @@ class EMCLIP(nn.Module):
         em_bases: K. em_iterations: T. em_temperature: tau. em_momentum: moving-average weight.
         em_init: ``text`` seeds the first bases with the class text embeddings (they share the
             joint space with the dense features), ``random`` as in EMANet.
+        em_levels: pyramid levels (0-3: strides 4-32) whose backbone features get an EM block of
+            their own (random bases) before the decoder, besides the one on the joint-space
+            embedding; empty by default.
         text_guided: enable text guidance in the decoder (``False``: plain FPN, the text ablation).
         decoder_channels: decoder width. decoder_heads: cross-attention heads.
         score_temperature: temperature of the pixel-text score map.
         logit_temperature: temperature of the decoder's cosine logits.
+        output_stride: stride of the decoder's finest level: 4 (the backbone's finest), 2 (adds
+            the ResNet stem's stride-2 map, or a light conv stem's for a ViT) or 1 (adds a light
+            conv stem's full-resolution map as well).
+        stem_channels: width of the light conv stem. fine_channels: decoder width below stride 4.
     """
 
     def __init__(
@@ -68,12 +77,22 @@ class EMCLIP(nn.Module):
         decoder_heads: int = 4,
         score_temperature: float = 0.07,
         logit_temperature: float = 0.07,
+        em_levels: Sequence[int] = (),
+        output_stride: int = 4,
+        stem_channels: int = 16,
+        fine_channels: int = 32,
     ):
         super().__init__()
         if em_init not in ("text", "random"):
             raise ValueError(f"em_init must be 'text' or 'random', got {em_init!r}")
+        if output_stride not in (1, 2, 4):
+            raise ValueError(f"output_stride must be 4, 2 or 1, got {output_stride!r}")
+        if not set(em_levels) <= {0, 1, 2, 3}:
+            raise ValueError(f"em_levels must be pyramid levels among 0-3 (strides 4-32), got {list(em_levels)}")
         clip = build_clip(backbone, pretrained)
-        self.backbone = CLIPBackbone(clip.visual, feature_indices, freeze=freeze_image)
+        # a ModifiedResNet has its own stride-2 stem map; a ViT's comes from the light stem
+        resnet_half = output_stride <= 2 and not isinstance(clip.visual, VisionTransformer)
+        self.backbone = CLIPBackbone(clip.visual, feature_indices, freeze=freeze_image, half_resolution=resnet_half)
         clip.visual = None  # the text tower alone may be kept below
         clip.logit_scale.requires_grad_(False)
         embed_dim = self.backbone.embed_dim
@@ -91,16 +110,25 @@ class EMCLIP(nn.Module):
             if use_em
             else nn.Identity()
         )
+        self.level_em = nn.ModuleList(
+            EMAggregation(c, em_bases, em_iterations, em_temperature, em_momentum) if i in em_levels else nn.Identity()
+            for i, c in enumerate(self.backbone.level_channels)
+        )
+        stem_strides = [s for s in (1, 2) if s >= output_stride and not (s == 2 and resnet_half)]
+        self.stem = DetailStem(3, stem_channels, stem_strides) if stem_strides else None
+        fine = (self.stem.out_channels if self.stem is not None else []) + self.backbone.half_channels
         self.text_guided = text_guided
         self.score_temperature = score_temperature
         self.decoder = PixelDecoder(
-            self.backbone.level_channels,
+            fine + self.backbone.level_channels,
             decoder_channels,
             num_classes,
             embed_dim,
             text_guided=text_guided,
             heads=decoder_heads,
             temperature=logit_temperature,
+            fine_levels=len(fine),
+            fine_channels=fine_channels,
         )
 
     def score_map(self, dense: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -111,6 +139,10 @@ class EMCLIP(nn.Module):
         size = x.shape[-2:]
         rgb = x.expand(-1, 3, -1, -1) if self.in_channels == 1 else self.input_adapter(x)
         levels, dense = self.backbone(rgb)
+        fine = len(levels) - 4
+        levels = levels[:fine] + [em(level) for em, level in zip(self.level_em, levels[fine:])]
+        if self.stem is not None:
+            levels = self.stem(rgb) + levels
         text = self.text()
         dense = self.em(dense)
         score = self.score_map(dense, text) if self.text_guided else None
