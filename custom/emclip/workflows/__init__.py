@@ -3,6 +3,7 @@ logging and inference input/output."""
 
 from emclip.workflows.checks import check_checkpoint, check_dataset_dir, select_splits
 from emclip.workflows.checkpoints import EpochCheckpoints, SourceValidation, last_checkpoint
+from emclip.workflows.errors import bundle_error, bundle_message, install_excepthook
 from emclip.workflows.io import EncodeFundusMaskd, list_inputs, original_label
 from emclip.workflows.progress import ProgressLogger
 
@@ -17,4 +18,7 @@ __all__ = [
     "list_inputs",
     "original_label",
     "ProgressLogger",
+    "bundle_error",
+    "bundle_message",
+    "install_excepthook",
 ]
