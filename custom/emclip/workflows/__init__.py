@@ -2,7 +2,7 @@
 logging and inference input/output."""
 
 from emclip.workflows.checks import check_checkpoint, check_dataset_dir, select_splits
-from emclip.workflows.checkpoints import EpochCheckpoints, SourceValidation, last_checkpoint
+from emclip.workflows.checkpoints import AtomicCheckpointSaver, EpochCheckpoints, SourceValidation, last_checkpoint, save_atomic
 from emclip.workflows.errors import bundle_error, bundle_message, install_excepthook
 from emclip.workflows.io import EncodeFundusMaskd, list_inputs, original_label
 from emclip.workflows.progress import ProgressLogger
@@ -12,7 +12,9 @@ __all__ = [
     "check_dataset_dir",
     "select_splits",
     "last_checkpoint",
+    "AtomicCheckpointSaver",
     "EpochCheckpoints",
+    "save_atomic",
     "SourceValidation",
     "EncodeFundusMaskd",
     "list_inputs",
