@@ -4,7 +4,7 @@ logging and inference input/output."""
 from emclip.workflows.checks import check_checkpoint, check_dataset_dir, select_splits
 from emclip.workflows.checkpoints import AtomicCheckpointSaver, EpochCheckpoints, SourceValidation, last_checkpoint, save_atomic
 from emclip.workflows.errors import bundle_error, bundle_message, install_excepthook
-from emclip.workflows.io import EncodeFundusMaskd, list_inputs, original_label
+from emclip.workflows.io import BatchInferenceEvaluator, EncodeFundusMaskd, SkipFailedInputs, list_inputs, original_label
 from emclip.workflows.progress import ProgressLogger
 
 __all__ = [
@@ -16,7 +16,9 @@ __all__ = [
     "EpochCheckpoints",
     "save_atomic",
     "SourceValidation",
+    "BatchInferenceEvaluator",
     "EncodeFundusMaskd",
+    "SkipFailedInputs",
     "list_inputs",
     "original_label",
     "ProgressLogger",
