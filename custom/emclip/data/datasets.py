@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .common import DataError, chained_error, logger
 from .transforms import augmentation, normalization, preprocessing, training_transforms
 
-__all__ = ["CACHE_MODES", "ItemScreen", "ScreenedTransform", "cache_nbytes", "expand_slices", "make_dataset", "make_slice_dataset", "training_dataset"]
+__all__ = ["CACHE_MODES", "ItemScreen", "ScreenedTransform", "cache_nbytes", "screen_items", "expand_slices", "make_dataset", "make_slice_dataset", "training_dataset"]
 
 CACHE_MODES: tuple[str, ...] = ("memory", "disk", "none")
 
@@ -45,8 +45,8 @@ class ItemScreen:
     """Collects what is wrong with preprocessed items, so that every problem of a data set is listed at once.
 
     Errors: a ``DataError`` raised by the preprocessing (unreadable file, label values outside the
-    encoding, image/label shape mismatch, ...), NaN or infinite image values, an image and label
-    with different geometry (affine). Warnings: a label without foreground, identical images.
+    encoding, image/label shape or geometry mismatch, ...), NaN or infinite image values.
+    Warnings: a label without foreground, identical images.
     Thread-safe (MONAI fills its memory cache with threads).
 
     Args:
@@ -66,7 +66,7 @@ class ItemScreen:
             self.errors.append(message)
 
     def check(self, item: Mapping[Hashable, Any]) -> list[str]:
-        """Check one preprocessed item; returns (and records) its errors, records its warnings."""
+        """Check one preprocessed item: records its warnings and returns its errors (for the caller to record or raise)."""
         image = item[self.keys[0]]
         label = item.get(self.keys[1]) if len(self.keys) > 1 else None
         errors, warnings = [], []
@@ -74,12 +74,6 @@ class ItemScreen:
         if not bool(torch.isfinite(torch.as_tensor(image)).all()):
             errors.append(f"image {name} has NaN or infinite values")
         if label is not None:
-            if isinstance(image, MetaTensor) and isinstance(label, MetaTensor):
-                if not torch.allclose(image.affine.double(), label.affine.double(), atol=1e-3):
-                    errors.append(
-                        f"image {name} and label {_source(label)} have different geometry (affine); "
-                        "the label must be drawn on the image's grid"
-                    )
             if not bool((torch.as_tensor(label) != 0).any()):
                 warnings.append(f"label {_source(label)} has no foreground (only background)")
         digest = hashlib.blake2b(torch.as_tensor(image).detach().cpu().numpy().tobytes(), digest_size=16).hexdigest()
@@ -87,7 +81,6 @@ class ItemScreen:
             first = self._hashes.setdefault(digest, name)
             if first != name:
                 warnings.append(f"images {first} and {name} are identical (a duplicate case)")
-            self.errors += errors
             self.warnings += warnings
         return errors
 
@@ -132,8 +125,30 @@ class ScreenedTransform(Transform):
             return data
         errors = self.screen.check(out)
         if errors and not self.collect:
-            raise DataError(errors[0])
+            raise DataError("; ".join(errors))
+        for message in errors:
+            self.screen.error(message)
         return out
+
+
+def screen_items(items: Sequence[dict], task: str, preprocess: dict[str, Any] | None = None, progress: bool = True) -> ItemScreen:
+    """Read every image and label of ``items`` once through the task's preprocessing and screen them.
+
+    The same screening as a training cache fill (see :class:`ItemScreen`), without a cache.
+
+    Args:
+        items: datalist items.
+        task: ``"fundus"`` or ``"cardiac"``.
+        preprocess: options of ``preprocessing``.
+        progress: show a progress bar.
+    """
+    screen = ItemScreen()
+    chain = ScreenedTransform(Compose(preprocessing(task, **(preprocess or {}))), screen, collect=True)
+    for item in tqdm(items, desc="Checking") if progress else items:
+        chain(item)
+    if screen.unexpected is not None:
+        raise screen.unexpected
+    return screen
 
 
 def _split_cached(transform: Compose) -> tuple[Compose, list[Callable]]:

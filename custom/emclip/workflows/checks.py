@@ -83,7 +83,7 @@ def load_weights(path: str, key: str = "ckpt_path", hint: str = "point --ckpt_pa
     found = describe_file(path)
     if "PyTorch zip" in found or "pickle" in found:
         if isinstance(error, pickle.UnpicklingError) and "Weights only" in str(error):
-            # PyTorch's advice to retry with weights_only=False would unpickle (and run) arbitrary code
+            # PyTorch suggests switching weights_only off: that would unpickle (and run) arbitrary code
             reason = "it holds Python objects other than tensors and plain containers, which are not loaded (weights_only=True)"
         else:
             reason = f"a damaged checkpoint ({type(error).__name__}: {str(error).split('. ')[0]})"

@@ -16,6 +16,7 @@ from monai.utils import convert_to_dst_type
 
 from emclip.data.common import IMAGE_SUFFIXES, DataError, chained_error
 from emclip.data.transforms import LoadFundusLabeld, ReadImaged, SelectFramed
+from emclip.workflows.checks import ConfigError
 
 __all__ = ["FAILED_KEY", "BatchInferenceEvaluator", "EncodeFundusMaskd", "SkipFailedInputs", "list_inputs", "original_label"]
 
@@ -42,7 +43,7 @@ def list_inputs(input_dir: str, task: str) -> list[dict[str, str]]:
     if os.path.isfile(input_dir):
         return [{"image": input_dir}]
     if not os.path.isdir(input_dir):
-        raise FileNotFoundError(f"input_dir: {input_dir!r} is neither a file nor a folder")
+        raise ConfigError(f"input_dir: {input_dir!r} is neither a file nor a folder (override it with --input_dir)")
     items, labels, other = [], 0, 0
     for name in sorted(os.listdir(input_dir)):
         path = os.path.join(input_dir, name)
@@ -55,7 +56,7 @@ def list_inputs(input_dir: str, task: str) -> list[dict[str, str]]:
     if labels or other:
         logger.info("input_dir %s: %d images, skipped %d label files and %d other entries", input_dir, len(items), labels, other)
     if not items:
-        raise FileNotFoundError(f"input_dir: no {task} images ({', '.join(suffixes)}) in {input_dir!r}")
+        raise ConfigError(f"input_dir: no {task} images ({', '.join(suffixes)}) in {input_dir!r}")
     return items
 
 
