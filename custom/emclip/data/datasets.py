@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,19 +158,19 @@ def _split_cached(transform: Compose) -> tuple[Compose, list[Callable]]:
     return Compose(transform.transforms[:first]), list(transform.transforms[first:])
 
 
-def _screen_loop(dataset: Dataset, screen: ItemScreen, desc: str | None) -> list[Any]:
-    """Load every item of ``dataset`` once in this thread, recording its ``DataError``; returns the items loaded."""
-    loaded = []
+def _screened(dataset: Dataset, screen: ItemScreen, desc: str | None) -> Iterator[Any]:
+    """Load every item of ``dataset`` once in this thread, recording a ``DataError`` and going on; yields the items loaded."""
     indices: Iterable[int] = range(len(dataset))
     for index in tqdm(indices, desc=desc) if desc else indices:
         try:
-            loaded.append(dataset[index])
+            item = dataset[index]
         except Exception as err:
             found = chained_error(err, DataError)
             if found is None:
                 raise
             screen.error(str(found))
-    return loaded
+            continue
+        yield item
 
 
 def make_dataset(
@@ -215,7 +215,8 @@ def make_dataset(
     else:
         dataset = PersistentDataset(list(data), screened, cache_dir=cache_dir)
         if progress:  # fill (or check) the cache now, in one visible pass, instead of during epoch one
-            _screen_loop(dataset, screen, "Caching to disk")
+            for _ in _screened(dataset, screen, "Caching to disk"):
+                pass
     screen.report(f"caching {len(data)} items")
     return dataset
 
@@ -285,9 +286,9 @@ def make_slice_dataset(
     # raising at once keeps a failed volume out of the disk cache; the loop records it and goes on
     chain = ScreenedTransform(_compose(preprocess), screen, collect=False)
     volumes = PersistentDataset(list(data), chain, cache_dir=cache_dir) if cache_dir else Dataset(list(data), chain)
-    loaded = _screen_loop(volumes, screen, "Preprocessing volumes" if progress else None)
+    slices = expand_slices(_screened(volumes, screen, "Preprocessing volumes" if progress else None), keys, labelled_only)
     screen.report(f"preprocessing {len(data)} volumes")
-    return Dataset(expand_slices(loaded, keys, labelled_only), _compose(transforms))
+    return Dataset(slices, _compose(transforms))
 
 
 def training_dataset(
