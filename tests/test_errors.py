@@ -86,6 +86,16 @@ def test_configuration_error_is_the_last_line(good, tmp_path):
     assert "EMCLIP_TRACEBACK=1" in lines[-2] and not any("Failed to evaluate" in line for line in lines[-3:])
     status, lines = train(tmp_path, good, "--train_domains", "['Nowhere']")
     assert status == 1 and lines[-1].startswith("train_domains=['Nowhere']") and "domains found: ['SynthA', 'SynthB', 'SynthC']" in lines[-1]
+    # the cardiac metadata with the fundus configs
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "training", "--meta_file", str([str(CONFIGS / "metadata.json"), str(CONFIGS / "metadata_cardiac.json")]),
+        "--config_file", str([str(CONFIGS / "train.yaml"), str(CONFIGS / "fundus.yaml")]), "--bundle_root", str(tmp_path), "--dataset_dir", str(good),
+    ]
+    status, lines = _run(command)
+    assert status == 1 and lines[-1] == (
+        "meta_file: the metadata describes 1 input channels and 4 classes but the configs have in_channels=3, num_classes=3; "
+        "fundus takes bundle/configs/metadata.json, cardiac adds bundle/configs/metadata_cardiac.json"
+    )
 
 
 @pytest.mark.parametrize("args", [[], ["--cache", "none", "--num_workers", "2"]], ids=["memory-cache", "no-cache-2-workers"])

@@ -11,7 +11,7 @@ import torch
 
 from emclip.data import build_datalist, split_domains
 
-__all__ = ["check_dataset_dir", "select_splits", "check_checkpoint", "describe_file", "load_weights"]
+__all__ = ["check_dataset_dir", "select_splits", "check_checkpoint", "check_metadata", "describe_file", "load_weights"]
 
 
 class ConfigError(ValueError):
@@ -23,6 +23,22 @@ def check_dataset_dir(dataset_dir: str) -> str:
     if not os.path.isdir(dataset_dir):
         raise ConfigError(f"dataset_dir: {dataset_dir!r} is not a folder (override it with --dataset_dir)")
     return dataset_dir
+
+
+def check_metadata(meta: dict[str, Any], num_classes: int, in_channels: int) -> None:
+    """Raise naming ``meta_file`` when the bundle metadata describes other input channels or classes than the
+    configs (a metadata file of the other task); metadata without those entries is not checked."""
+    data_format = meta.get("network_data_format", {}) if isinstance(meta, dict) else {}
+    found = {
+        "in_channels": data_format.get("inputs", {}).get("image", {}).get("num_channels", in_channels),
+        "num_classes": data_format.get("outputs", {}).get("pred", {}).get("num_channels", num_classes),
+    }
+    if found != {"in_channels": in_channels, "num_classes": num_classes}:
+        raise ConfigError(
+            f"meta_file: the metadata describes {found['in_channels']} input channels and {found['num_classes']} "
+            f"classes but the configs have in_channels={in_channels}, num_classes={num_classes}; fundus takes "
+            "bundle/configs/metadata.json, cardiac adds bundle/configs/metadata_cardiac.json"
+        )
 
 
 def select_splits(
