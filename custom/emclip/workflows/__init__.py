@@ -3,7 +3,7 @@ logging and inference input/output."""
 
 from emclip.workflows.checks import check_checkpoint, check_dataset_dir, check_metadata, select_splits
 from emclip.workflows.checkpoints import AtomicCheckpointSaver, EpochCheckpoints, SourceValidation, last_checkpoint, save_atomic
-from emclip.workflows.errors import bundle_error, bundle_message, install_excepthook
+from emclip.workflows.errors import bundle_message, install_excepthook
 from emclip.workflows.io import BatchInferenceEvaluator, EncodeFundusMaskd, SkipFailedInputs, list_inputs, original_label
 from emclip.workflows.progress import ProgressLogger
 
@@ -23,7 +23,6 @@ __all__ = [
     "list_inputs",
     "original_label",
     "ProgressLogger",
-    "bundle_error",
     "bundle_message",
     "install_excepthook",
 ]

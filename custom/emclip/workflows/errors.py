@@ -17,19 +17,14 @@ import sys
 import traceback
 from types import TracebackType
 
-from emclip.data.common import DataError, chained_error
+from emclip.data.common import DataError
 from emclip.workflows.checks import ConfigError
 
-__all__ = ["BUNDLE_ERRORS", "TRACEBACK_ENV", "bundle_error", "bundle_message", "install_excepthook"]
+__all__ = ["BUNDLE_ERRORS", "TRACEBACK_ENV", "bundle_message", "install_excepthook"]
 
 # the errors the bundle raises on purpose, each with a message that names the key or file
 BUNDLE_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError)
 TRACEBACK_ENV = "EMCLIP_TRACEBACK"
-
-
-def bundle_error(err: BaseException | None) -> BaseException | None:
-    """The first of ``BUNDLE_ERRORS`` in the chain of ``err``, or ``None``."""
-    return chained_error(err, BUNDLE_ERRORS)
 
 
 def bundle_message(err: BaseException) -> str | None:
