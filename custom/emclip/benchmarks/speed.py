@@ -50,6 +50,7 @@ from emclip.networks import EMCLIP, EMAggregation, get_preset
 __all__ = [
     "bare_encoder",
     "median_seconds",
+    "training_loss",
     "run_latency",
     "run_train",
     "run_em",
@@ -86,11 +87,13 @@ def bare_encoder(backbone: str, size: int) -> torch.nn.Module:
     return open_clip.CLIP(**config).visual.eval()
 
 
-def _training_loss(which: str, batch: int, size: int) -> Callable[[Any], torch.Tensor]:
+def training_loss(which: str, batch: int, size: int, device: torch.device | str = "cpu") -> Callable[[Any], torch.Tensor]:
+    """The loss of a timed training step: EM-CLIP's loss on a random label map (``which="emclip"``),
+    or the mean of the encoder's embedding (``"encoder"``, what EM-CLIP trains of it)."""
     if which == "encoder":
         return lambda out: out.mean()
     criterion = EMCLIPLoss()
-    target = torch.randint(0, NUM_CLASSES, (batch, 1, size, size))
+    target = torch.randint(0, NUM_CLASSES, (batch, 1, size, size), device=device)
     return lambda out: criterion(out, target)
 
 
@@ -169,7 +172,7 @@ def _compare(
         for which, model in (("emclip", net), ("encoder", encoder)):
             model.to(memory_format=memory_format)
             if train:
-                step = _training_step(model, xl, _training_loss(which, batch, size))
+                step = _training_step(model, xl, training_loss(which, batch, size))
             else:
                 step = _inference_step(model, xl)
             seconds, n = median_seconds(step, min_run_time)
@@ -286,7 +289,7 @@ def peak_training_memory(
     model = EMCLIP(NUM_CLASSES, backbone=backbone) if which == "emclip" else bare_encoder(backbone, size)
     model.to(memory_format=LAYOUTS["channels_last"])
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=LAYOUTS["channels_last"])
-    step = _training_step(model, x, _training_loss(which, batch, size))
+    step = _training_step(model, x, training_loss(which, batch, size))
     for _ in range(steps):
         step()
     return {"peak_mib": _status_mib("VmHWM"), "baseline_mib": baseline}
