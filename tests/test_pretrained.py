@@ -97,3 +97,10 @@ def test_packaged_bundles_carry_the_overlay(tmp_path):
         parser = ConfigParser(ConfigParser.load_config_files([str(configs / f"{workflow}.yaml"),
                                                               str(configs / "clip_vit_b16.yaml")]))
         assert parser["task"] == "cardiac" and parser["backbone"] == "ViT-B-16" and parser["spatial_size"] == [224, 224]
+
+
+def test_a_wrong_local_file_is_named(tmp_path):
+    path = tmp_path / "not_rn50.pt"
+    torch.save({"visual.conv1.weight": torch.zeros(1)}, path)
+    with pytest.raises(RuntimeError, match=r"could not load the checkpoint pretrained='.*not_rn50.pt' into 'RN50'"):
+        build_clip("RN50", str(path))

@@ -46,6 +46,8 @@ def build_clip(backbone: str | dict[str, Any], pretrained: str | None = None) ->
         try:
             return open_clip.create_model(backbone, pretrained=pretrained)
         except RuntimeError as err:
+            if pretrained is not None and os.path.isfile(pretrained):
+                raise RuntimeError(f"could not load the checkpoint pretrained={pretrained!r} into {backbone!r}: {err}") from err
             raise RuntimeError(
                 f"could not download the open_clip weights pretrained={pretrained!r} of {backbone!r} ({err}). "
                 "Without internet, pass the local path of an open_clip checkpoint as `pretrained` (download it "
