@@ -45,6 +45,8 @@ def test_fine_tuned_text_tower_round_trip(tmp_path):
               "--lr_multipliers#text", "0.5", *tiny)
     log = out.stdout + out.stderr
     assert "parameter group text/decay" in log and "lr 0.00015, weight decay 0.0001" in log, log[-3000:]
+    # MONAI's LrScheduleHandler steps the warm-up: 0.1 x 3e-4 in epoch 1, the full rate after it
+    assert "Current learning rate: 0.0003\n" in log, log[-3000:]
     ckpt = root / "models" / "fundus" / "model.pt"
     state = torch.load(ckpt, weights_only=True)
     assert any(k.startswith("text.text_model.") for k in state)
