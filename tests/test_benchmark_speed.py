@@ -23,7 +23,7 @@ def test_speed_benchmark_rows_csvs_and_plots(tmp_path, one_thread):
     results = speed.main(
         ["--backbones", "cpu-resnet", "--sizes", "64", "--min-run-time", "0", "--train-batch", "8"]
         + ["--train-batch-for", "cpu-resnet=2", "--memory-batch", "2", "--memory-steps", "2"]
-        + ["--em-bases", "4", "8", "--em-grids", "4", "--skip", "--output-dir", str(tmp_path)]
+        + ["--em-bases", "4", "8", "--em-grids", "4", "--skip", "--no-unet", "--output-dir", str(tmp_path)]
     )
 
     for part, batch in (("latency", 1), ("train", 2)):
@@ -76,3 +76,23 @@ def test_median_seconds_leaves_out_the_slow_first_calls(monkeypatch):
     monkeypatch.setattr(speed, "_seconds", lambda step: next(calls))
     # Warm-up ends at the first call no faster than 0.9 x the one before (the second 0.1).
     assert speed.median_seconds(lambda: None, min_run_time=0.45) == (0.1, 3)
+
+
+def test_unet_columns_for_the_cpu_presets(tmp_path, one_thread):
+    results = speed.main(
+        ["--backbones", "cpu-resnet", "--sizes", "64", "--min-run-time", "0", "--parts", "latency", "train", "memory"]
+        + ["--train-batch-for", "cpu-resnet=2", "--memory-batch", "2", "--memory-steps", "1", "--skip"]
+        + ["--output-dir", str(tmp_path)]
+    )
+    unet = speed.benchmark_unet()
+    assert type(unet).__name__ == "UNet"
+    (latency,) = results["latency"]
+    assert latency["unet_params_m"] == round(sum(p.numel() for p in unet.parameters()) / 1e6, 3)
+    for part in ("latency", "train"):
+        (row,) = results[part]
+        assert row["unet_ms"] > 0 and row["ratio_unet"] == _ratio_of(row, "emclip_ms", "unet_ms")
+    (memory,) = results["memory"]
+    assert memory["unet_peak_mib"] > memory["baseline_mib"]
+    assert memory["ratio_unet"] == _ratio_of(memory, "emclip_peak_mib", "unet_peak_mib")
+    with open(tmp_path / "speed_train.csv", newline="") as f:
+        assert {"unet_ms", "ratio_unet"} <= set(next(csv.DictReader(f)))

@@ -161,8 +161,9 @@ def test_workflow_properties_complete(data, tmp_path, files, meta, kind, task):
     from conftest import tiny_net
 
     domain = {"fundus": "SynthA", "cardiac": "A"}[task]
-    ckpt = tmp_path / "model.pt"  # evaluation and inference check the checkpoint before they start
-    torch.save(tiny_net(3 if task == "fundus" else 4).state_dict(), ckpt)
+    ckpt = tmp_path / "model.pt"  # evaluation and inference check the checkpoint fits network_def before they start
+    net = tiny_net(3, decoder_channels=64) if task == "fundus" else tiny_net(4, in_channels=1, decoder_channels=64)
+    torch.save(net.state_dict(), ckpt)
     if kind == "train":
         overrides = {"dataset_dir": str(data / task), "train_domains": [domain], "ckpt_path": str(ckpt)}
     else:

@@ -9,7 +9,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("benchmarks", "data", "export", "losses", "networks", "reports", "workflows")
+_SUBPACKAGES = ("benchmarks", "data", "export", "inference", "losses", "networks", "reports", "workflows")
 __all__ = [*_SUBPACKAGES, "MINIMUM_VERSIONS", "UnsupportedVersionError", "check_versions"]
 
 # The oldest releases the code runs with (setup.cfg's install_requires states the same; a test

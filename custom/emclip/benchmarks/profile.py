@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from emclip.benchmarks.speed import _inference_step, _training_loss, _training_step, _write_csv, median_seconds
+from emclip.benchmarks.speed import _inference_step, _training_step, _write_csv, median_seconds, training_loss
 from emclip.demo import CONFIGS, TASKS
 from emclip.networks import EMCLIP
 
@@ -47,7 +47,7 @@ def profile_ops(backbone: str, size: int, batch: int, top: int = 15) -> list[dic
     rows = []
     net = _model(backbone, True)
     phases: dict[str, Callable[[], None]] = {
-        "train": _training_step(net, _layout(torch.randn(batch, 3, size, size), True), _training_loss("emclip", batch, size)),
+        "train": _training_step(net, _layout(torch.randn(batch, 3, size, size), True), training_loss("emclip", batch, size)),
     }
     phases["inference"] = _inference_step(net, _layout(torch.randn(1, 3, size, size), True))
     for phase, step in phases.items():
@@ -76,11 +76,11 @@ def time_variants(backbone: str, size: int, batch: int, min_run_time: float) -> 
     for cl in (False, True):
         layout = "channels-last" if cl else "contiguous"
         x = _layout(torch.randn(batch, 3, size, size), cl)
-        loss = _training_loss("emclip", batch, size)
+        loss = training_loss("emclip", batch, size)
         variants.append(("train", f"{layout} fp32", lambda cl=cl, x=x, loss=loss: _training_step(_model(backbone, cl), x, loss)))
     x = _layout(torch.randn(batch, 3, size, size), True)
     variants.append(("train", "channels-last bf16 autocast",
-                     lambda: _autocast_step(_training_step(_model(backbone, True), x, _training_loss("emclip", batch, size)))))
+                     lambda: _autocast_step(_training_step(_model(backbone, True), x, training_loss("emclip", batch, size)))))
     for cl in (False, True):
         layout = "channels-last" if cl else "contiguous"
         x1 = _layout(torch.randn(1, 3, size, size), cl)

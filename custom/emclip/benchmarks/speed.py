@@ -19,6 +19,11 @@ Parts (``--parts``, all by default), each written to ``speed_<part>.csv`` in ``-
   PyTorch in its faster memory layout; ``ratio`` is ONNX Runtime / eager, and
   ``max_abs_diff`` the largest logit difference between the two on the timed input.
 
+The rows of the CPU presets also time MONAI's U-Net of the domain-generalization benchmark
+(``bundle/configs/benchmark.yaml``), the alternative a user weighs them against, on the same input
+and batch (``--no-unet`` leaves it out): ``unet_ms`` (its faster layout) and ``ratio_unet``
+(EM-CLIP / U-Net) in ``latency`` and ``train``, ``unet_peak_mib`` and ``ratio_unet`` in ``memory``.
+
 EM-CLIP and the encoder (``clip.visual`` built natively for the size) run on the same input in the
 same run; ``ratio`` is EM-CLIP / encoder, each in its faster memory layout, and the per-layout
 columns (contiguous: before, channels-last: after) show what channels-last changes. Times are
@@ -50,11 +55,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from emclip.losses import EMCLIPLoss
-from emclip.networks import EMCLIP, EMAggregation, get_preset
+from emclip.networks import EMCLIP, PRESETS, EMAggregation, get_preset
 
 __all__ = [
     "bare_encoder",
+    "benchmark_unet",
     "median_seconds",
+    "training_loss",
     "run_latency",
     "run_train",
     "run_em",
@@ -92,11 +99,37 @@ def bare_encoder(backbone: str, size: int) -> torch.nn.Module:
     return open_clip.CLIP(**config).visual.eval()
 
 
-def _training_loss(which: str, batch: int, size: int) -> Callable[[Any], torch.Tensor]:
+def benchmark_unet() -> torch.nn.Module:
+    """MONAI's U-Net as the domain-generalization benchmark builds it, for 3-channel inputs."""
+    from monai.bundle import ConfigParser
+
+    from emclip.benchmarks.dg import load_settings
+
+    config = {"in_channels": 3, "num_classes": NUM_CLASSES, **load_settings()["models"]["unet"]}
+    return ConfigParser(config).get_parsed_content("network_def")
+
+
+def _unet_columns(unet: torch.nn.Module | None, x: torch.Tensor, train: bool, emclip_ms: float, min_run_time: float) -> dict[str, Any]:
+    """``unet_ms`` (per image, faster layout) and ``ratio_unet`` for a row; nothing without ``unet``."""
+    if unet is None:
+        return {}
+    times = []
+    for memory_format in LAYOUTS.values():
+        unet.to(memory_format=memory_format)
+        xl = x.contiguous(memory_format=memory_format)
+        step = _training_step(unet, xl, training_loss("unet", x.shape[0], x.shape[-1])) if train else _inference_step(unet, xl)
+        times.append(median_seconds(step, min_run_time)[0])
+    unet_ms = round(min(times) / x.shape[0] * 1e3, 3)
+    return {"unet_ms": unet_ms, "ratio_unet": round(emclip_ms / unet_ms, 3)}
+
+
+def training_loss(which: str, batch: int, size: int, device: torch.device | str = "cpu") -> Callable[[Any], torch.Tensor]:
+    """The loss of a timed training step: EM-CLIP's loss on a random label map (``which="emclip"``),
+    or the mean of the encoder's embedding (``"encoder"``, what EM-CLIP trains of it)."""
     if which == "encoder":
         return lambda out: out.mean()
     criterion = EMCLIPLoss()
-    target = torch.randint(0, NUM_CLASSES, (batch, 1, size, size))
+    target = torch.randint(0, NUM_CLASSES, (batch, 1, size, size), device=device)
     return lambda out: criterion(out, target)
 
 
@@ -175,7 +208,7 @@ def _compare(
         for which, model in (("emclip", net), ("encoder", encoder)):
             model.to(memory_format=memory_format)
             if train:
-                step = _training_step(model, xl, _training_loss(which, batch, size))
+                step = _training_step(model, xl, training_loss(which, batch, size))
             else:
                 step = _inference_step(model, xl)
             seconds, n = median_seconds(step, min_run_time)
@@ -195,16 +228,23 @@ def _params_m(model: torch.nn.Module) -> float:
     return round(sum(p.numel() for p in model.parameters()) / 1e6, 3)
 
 
-def run_latency(backbones: Sequence[str], sizes: Sequence[int], min_run_time: float) -> list[dict[str, Any]]:
-    """Inference per image at batch 1, EM-CLIP against the encoder."""
+def run_latency(
+    backbones: Sequence[str], sizes: Sequence[int], min_run_time: float, unet: bool = True
+) -> list[dict[str, Any]]:
+    """Inference per image at batch 1, EM-CLIP against the encoder (and the U-Net for CPU presets)."""
     rows = []
     for backbone in backbones:
         net = EMCLIP(NUM_CLASSES, backbone=backbone)
+        baseline = benchmark_unet() if unet and backbone in PRESETS else None
         for size in sizes:
             encoder = bare_encoder(backbone, size)
             row = {"backbone": backbone, "size": size, "batch": 1}
             row.update(emclip_params_m=_params_m(net), encoder_params_m=_params_m(encoder))
-            row.update(_compare(net, encoder, torch.randn(1, 3, size, size), False, min_run_time))
+            x = torch.randn(1, 3, size, size)
+            row.update(_compare(net, encoder, x, False, min_run_time))
+            if baseline is not None:
+                row["unet_params_m"] = _params_m(baseline)
+            row.update(_unet_columns(baseline, x, False, row["emclip_ms"], min_run_time))
             rows.append(_stamp(row))
     return rows
 
@@ -215,12 +255,15 @@ def run_train(
     batches: dict[str, int],
     min_run_time: float,
     skip: Iterable[str] = (),
+    unet: bool = True,
 ) -> list[dict[str, Any]]:
-    """Training step per image at ``batches[backbone]``, EM-CLIP against the encoder."""
+    """Training step per image at ``batches[backbone]``, EM-CLIP against the encoder (and the U-Net
+    for CPU presets)."""
     rows = []
     skip = set(skip)
     for backbone in backbones:
         net = EMCLIP(NUM_CLASSES, backbone=backbone)
+        baseline = benchmark_unet() if unet and backbone in PRESETS else None
         batch = batches[backbone]
         for size in sizes:
             row = _skipped("train", backbone, size, skip)
@@ -228,6 +271,7 @@ def run_train(
                 row = {"backbone": backbone, "size": size, "batch": batch}
                 x = torch.randn(batch, 3, size, size)
                 row.update(_compare(net, bare_encoder(backbone, size), x, True, min_run_time))
+                row.update(_unet_columns(baseline, x, True, row["emclip_ms"], min_run_time))
                 _stamp(row)
             rows.append(row)
     return rows
@@ -282,17 +326,20 @@ def _status_mib(field: str) -> float:
 def peak_training_memory(
     which: str, backbone: str, size: int, batch: int, steps: int, threads: int
 ) -> dict[str, float]:
-    """Run in a fresh process: peak and import-time resident MiB of ``steps`` training steps.
+    """Run in a fresh process: peak and import-time resident MiB of ``steps`` training steps of
+    ``which`` (``emclip``, ``encoder`` or ``unet``).
 
     The peak is the process's own ``VmHWM``: a child's ``ru_maxrss`` (and so
     ``getrusage(RUSAGE_CHILDREN)``) also counts the parent's peak, which exec carries over.
     """
     torch.set_num_threads(threads)
     baseline = _status_mib("VmRSS")
-    model = EMCLIP(NUM_CLASSES, backbone=backbone) if which == "emclip" else bare_encoder(backbone, size)
+    builders = {"emclip": lambda: EMCLIP(NUM_CLASSES, backbone=backbone), "unet": benchmark_unet,
+                "encoder": lambda: bare_encoder(backbone, size)}
+    model = builders[which]()
     model.to(memory_format=LAYOUTS["channels_last"])
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=LAYOUTS["channels_last"])
-    step = _training_step(model, x, _training_loss(which, batch, size))
+    step = _training_step(model, x, training_loss(which, batch, size))
     for _ in range(steps):
         step()
     return {"peak_mib": _status_mib("VmHWM"), "baseline_mib": baseline}
@@ -305,9 +352,10 @@ def _in_fresh_process(*args: Any) -> dict[str, float]:
 
 
 def run_memory(
-    backbones: Sequence[str], sizes: Sequence[int], batch: int, steps: int, skip: Iterable[str] = ()
+    backbones: Sequence[str], sizes: Sequence[int], batch: int, steps: int, skip: Iterable[str] = (), unet: bool = True
 ) -> list[dict[str, Any]]:
-    """Peak resident memory of training, EM-CLIP against the encoder, each in a fresh process."""
+    """Peak resident memory of training, EM-CLIP against the encoder (and the U-Net for CPU
+    presets), each in a fresh process."""
     rows = []
     skip = set(skip)
     for backbone in backbones:
@@ -320,6 +368,9 @@ def run_memory(
                 row.update(emclip_peak_mib=emclip["peak_mib"], encoder_peak_mib=encoder["peak_mib"])
                 row["ratio"] = round(emclip["peak_mib"] / encoder["peak_mib"], 3)
                 row["baseline_mib"] = emclip["baseline_mib"]
+                if unet and backbone in PRESETS:
+                    row["unet_peak_mib"] = _in_fresh_process("unet", *args)["peak_mib"]
+                    row["ratio_unet"] = round(emclip["peak_mib"] / row["unet_peak_mib"], 3)
                 _stamp(row)
             rows.append(row)
     return rows
@@ -473,6 +524,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     parser.add_argument(
         "--quick", action="store_true", help="--sizes 224 --min-run-time 0.2, ViT-B-16's memory run skipped too"
     )
+    parser.add_argument("--unet", action=argparse.BooleanOptionalAction, default=True,
+                        help="time MONAI's U-Net of the DG benchmark next to the CPU presets")
     parser.add_argument("--output-dir", default="speed", help="folder for the CSVs and plots")
     if parser.parse_known_args(argv)[0].quick:
         parser.set_defaults(**QUICK)
@@ -488,13 +541,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     print(f"# train batch per backbone: {batches}; skipped (--skip): {args.skip or 'none'}", flush=True)
     results: dict[str, list[dict[str, Any]]] = {}
     if "latency" in args.parts:
-        results["latency"] = run_latency(args.backbones, args.sizes, args.min_run_time)
+        results["latency"] = run_latency(args.backbones, args.sizes, args.min_run_time, args.unet)
     if "train" in args.parts:
-        results["train"] = run_train(args.backbones, args.sizes, batches, args.min_run_time, args.skip)
+        results["train"] = run_train(args.backbones, args.sizes, batches, args.min_run_time, args.skip, args.unet)
     if "em" in args.parts:
         results["em"] = run_em(args.backbones, args.sizes, args.em_bases, args.em_grids, args.min_run_time)
     if "memory" in args.parts:
-        results["memory"] = run_memory(args.backbones, args.sizes, args.memory_batch, args.memory_steps, args.skip)
+        results["memory"] = run_memory(args.backbones, args.sizes, args.memory_batch, args.memory_steps, args.skip,
+                                       args.unet)
     if "onnx" in args.parts:
         results["onnx"] = run_onnx(args.backbones, args.sizes, args.min_run_time)
     _report_targets(results)

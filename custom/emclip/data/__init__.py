@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "RandGINd": "style",
     "RandGINMixd": "style",
     "RandLocationScaled": "style",
+    "write_fundus_photos": "synthetic",
     "write_synthetic": "synthetic",
     "AUGMENTATIONS": "transforms",
     "CLIP_MEAN": "transforms",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["DataError", "IMAGE_SUFFIXES", "ServedDataError", "input_error", "logger"]
+__all__ = ["DataError", "IMAGE_SUFFIXES", "ServedDataError", "chained_error", "input_error", "logger"]
 
 logger = logging.getLogger("emclip.data")
 
@@ -14,6 +14,21 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".ti
 
 class DataError(ValueError):
     """Bad input data; the message names the offending file(s)."""
+
+
+def chained_error(err: BaseException | None, kinds: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first ``kinds`` error in the chain of ``err`` (``__cause__``, else ``__context__``), or ``None``.
+
+    MONAI wraps an error raised in a transform or a config expression in a ``RuntimeError``; this
+    finds the error the bundle raised underneath.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kinds):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def input_error(message: str) -> DataError:

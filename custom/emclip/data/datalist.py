@@ -5,6 +5,11 @@ Command line::
     python -m emclip.data.datalist --task fundus --root /path/to/fundus --output fundus.json
     python -m emclip.data.datalist --task cardiac --root /path/to/MnMs --output mnms.json \\
         --train-domains A --val-fraction 0.1 --seed 0
+    python -m emclip.data.datalist --task fundus --root /path/to/fundus --check
+
+``--check`` reads every image and label once and lists every problem found (see
+``datasets.ItemScreen``), then exits with status 1 if any is an error; training runs the same
+screening while it fills its cache.
 
 The JSON holds the full list under ``"all"`` (absolute paths, so MONAI's
 ``load_decathlon_datalist(file, data_list_key="all")`` reads it too), the per-domain counts, and
@@ -22,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .cardiac import find_cardiac_items, labelled_slices
+from .common import DataError
 from .fundus import find_fundus_items
 
 __all__ = [
@@ -196,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m emclip.data.datalist", description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True, choices=("fundus", "cardiac"))
     parser.add_argument("--root", required=True, help="data root")
-    parser.add_argument("--output", required=True, help="JSON file to write")
+    parser.add_argument("--output", default=None, help="JSON file to write (required unless --check)")
+    parser.add_argument("--check", action="store_true", help="read every image and label once and list every problem")
     parser.add_argument("--mask-format", default="auto", help="fundus mask encoding: auto, dofe, index, disc_cup_pair")
     parser.add_argument("--csv", default=None, help="cardiac information CSV (default: found under --root)")
     parser.add_argument("--skip-missing-labels", action="store_true", help="skip (and count) images without mask")
@@ -205,11 +212,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.output is None and not args.check:
+        parser.error("--output is required unless --check is given")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-    items = build_datalist(
-        args.root, args.task, args.mask_format, args.csv, "skip" if args.skip_missing_labels else "error"
-    )
+    try:
+        items = build_datalist(
+            args.root, args.task, args.mask_format, args.csv, "skip" if args.skip_missing_labels else "error"
+        )
+    except DataError as err:
+        parser.exit(1, f"{err}\n")
+    if args.check:
+        return _check(parser, items, args.task, args.mask_format)
     counts = summarize(items, count_slices=args.task == "cardiac")
     payload: dict = {"task": args.task, "root": str(Path(args.root).resolve()), "counts": counts}
     if args.train_domains:
@@ -225,6 +238,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.train_domains:
         print("split: " + ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
     return payload
+
+
+def _check(parser: argparse.ArgumentParser, items: Sequence[dict], task: str, mask_format: str) -> dict:
+    from .datasets import screen_items  # imports MONAI, which the rest of this command does not need
+
+    screen = screen_items(items, task, {"mask_format": mask_format} if task == "fundus" else None)
+    for kind, messages in (("warning", screen.warnings), ("error", screen.errors)):
+        for message in messages:
+            print(f"{kind}: {message}")
+    summary = f"checked {len(items)} items: {len(screen.errors)} errors, {len(screen.warnings)} warnings"
+    if screen.errors:
+        parser.exit(1, summary + "\n")
+    print(summary)
+    return {"errors": screen.errors, "warnings": screen.warnings}
 
 
 if __name__ == "__main__":

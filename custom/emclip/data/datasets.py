@@ -2,26 +2,31 @@
 
 ``make_dataset`` wraps MONAI's ``CacheDataset`` (memory), ``PersistentDataset`` (disk) or
 ``Dataset`` (none): the cached part is every transform before the first random one, so put
-``preprocessing`` first. Cardiac training runs on 2D slices: ``make_slice_dataset`` preprocesses
+``preprocessing`` first. Filling a cache screens every item (:class:`ItemScreen`): the problems
+of all items are listed in one ``DataError`` once the cache is full, instead of the first one
+stopping the fill (in MONAI's cache threads that left the other threads running, and the process
+aborted at exit). Cardiac training runs on 2D slices: ``make_slice_dataset`` preprocesses
 each volume once (optionally cached on disk), cuts out the labelled slices with ``expand_slices``
 and keeps them in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import hashlib
+import threading
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset
-from monai.transforms import Compose
+from monai.transforms import Compose, RandomizableTrait, Transform
 from tqdm.auto import tqdm
 
-from .common import logger
-from .transforms import augmentation, normalization, preprocessing, training_transforms
+from .common import DataError, chained_error, logger
+from .transforms import CheckLabelsd, CheckSameShaped, augmentation, normalization, preprocessing, training_transforms
 
-__all__ = ["CACHE_MODES", "cache_nbytes", "expand_slices", "make_dataset", "make_slice_dataset", "training_dataset"]
+__all__ = ["CACHE_MODES", "ItemScreen", "ScreenedTransform", "cache_nbytes", "screen_items", "expand_slices", "make_dataset", "make_slice_dataset", "training_dataset"]
 
 CACHE_MODES: tuple[str, ...] = ("memory", "disk", "none")
 
@@ -29,21 +34,162 @@ CACHE_MODES: tuple[str, ...] = ("memory", "disk", "none")
 def _compose(transforms: Sequence[Callable] | Callable | None) -> Callable | None:
     if transforms is None or isinstance(transforms, Compose):
         return transforms
-    return Compose(list(transforms)) if isinstance(transforms, Sequence) else transforms
+    return Compose(list(transforms) if isinstance(transforms, Sequence) else [transforms])
+
+
+def _source(data: Any, fallback: Any = "<array>") -> str:
+    return str(getattr(data, "meta", {}).get("filename_or_obj", fallback))
+
+
+class ItemScreen:
+    """Collects what is wrong with preprocessed items, so that every problem of a data set is listed at once.
+
+    Errors: a ``DataError`` raised by the preprocessing (unreadable file, label values outside the
+    encoding, image/label shape or geometry mismatch, ...), NaN or infinite image values.
+    Warnings: a label without foreground, identical images.
+    Thread-safe (MONAI fills its memory cache with threads).
+
+    Args:
+        keys: image key, then label key (optional).
+    """
+
+    def __init__(self, keys: Sequence[str] = ("image", "label")) -> None:
+        self.keys = list(keys)
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+        self.unexpected: BaseException | None = None
+        self._hashes: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def error(self, message: str) -> None:
+        with self._lock:
+            self.errors.append(message)
+
+    def check(self, item: Mapping[Hashable, Any]) -> list[str]:
+        """Check one preprocessed item: records its warnings and returns its errors (for the caller to record or raise)."""
+        image = item[self.keys[0]]
+        label = item.get(self.keys[1]) if len(self.keys) > 1 else None
+        errors, warnings = [], []
+        name = _source(image)
+        if not bool(torch.isfinite(torch.as_tensor(image)).all()):
+            errors.append(f"image {name} has NaN or infinite values")
+        if label is not None:
+            if not bool((torch.as_tensor(label) != 0).any()):
+                warnings.append(f"label {_source(label)} has no foreground (only background)")
+        digest = hashlib.blake2b(torch.as_tensor(image).detach().cpu().numpy().tobytes(), digest_size=16).hexdigest()
+        with self._lock:
+            first = self._hashes.setdefault(digest, name)
+            if first != name:
+                warnings.append(f"images {first} and {name} are identical (a duplicate case)")
+            self.warnings += warnings
+        return errors
+
+    def report(self, what: str) -> None:
+        """Log the warnings; raise one ``DataError`` listing every error (or the first unexpected exception)."""
+        for message in self.warnings:
+            logger.warning("%s: %s", what, message)
+        if self.unexpected is not None:
+            raise self.unexpected
+        if self.errors:
+            listed = "\n".join(f"  {m}" for m in self.errors)
+            raise DataError(f"{what}: {len(self.errors)} problem(s); fix or remove these items:\n{listed}")
+
+
+class ScreenedTransform(Transform):
+    """Run a deterministic chain on one item and screen the result with an :class:`ItemScreen`.
+
+    Args:
+        chain: the deterministic (cached) transforms.
+        screen: where problems are recorded.
+        collect: record a failing item's ``DataError`` and return the item unprocessed (its cache
+            entry is never used: ``screen.report`` raises once the cache is full); ``False`` raises
+            at once, for a disk cache, which must not store a failed item.
+    """
+
+    def __init__(self, chain: Callable, screen: ItemScreen, collect: bool = True) -> None:
+        self.chain = chain
+        self.screen = screen
+        self.collect = collect
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> Any:
+        try:
+            out = self.chain(data)
+        except Exception as err:
+            found = chained_error(err, DataError)
+            if not self.collect:
+                raise
+            if found is None:  # a bug, not bad data: re-raised by report() after the fill
+                self.screen.unexpected = self.screen.unexpected or err
+            else:
+                self.screen.error(str(found))
+            return data
+        errors = self.screen.check(out)
+        if errors and not self.collect:
+            raise DataError("; ".join(errors))
+        for message in errors:
+            self.screen.error(message)
+        return out
+
+
+def screen_items(items: Sequence[dict], task: str, preprocess: dict[str, Any] | None = None, progress: bool = True) -> ItemScreen:
+    """Read every image and label of ``items`` once through the task's preprocessing and screen them.
+
+    The same screening as a training cache fill (see :class:`ItemScreen`), without a cache; the
+    preprocessing stops after its last check, since the resampling after it checks nothing and
+    takes most of the time.
+
+    Args:
+        items: datalist items.
+        task: ``"fundus"`` or ``"cardiac"``.
+        preprocess: options of ``preprocessing``.
+        progress: show a progress bar.
+    """
+    transforms = preprocessing(task, **(preprocess or {}))
+    last = max(i for i, t in enumerate(transforms) if isinstance(t, (CheckSameShaped, CheckLabelsd)))
+    screen = ItemScreen()
+    chain = ScreenedTransform(Compose(transforms[: last + 1]), screen, collect=True)
+    for item in tqdm(items, desc="Checking") if progress else items:
+        chain(item)
+    if screen.unexpected is not None:
+        raise screen.unexpected
+    return screen
+
+
+def _split_cached(transform: Compose) -> tuple[Compose, list[Callable]]:
+    """The transforms a cache keeps (those before the first random one) and the rest, as MONAI's caches split them."""
+    first = transform.get_index_of_first(lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform))
+    first = len(transform.transforms) if first is None else first
+    return Compose(transform.transforms[:first]), list(transform.transforms[first:])
+
+
+def _screened(dataset: Dataset, screen: ItemScreen, desc: str | None) -> Iterator[Any]:
+    """Load every item of ``dataset`` once in this thread, recording a ``DataError`` and going on; yields the items loaded."""
+    indices: Iterable[int] = range(len(dataset))
+    for index in tqdm(indices, desc=desc) if desc else indices:
+        try:
+            item = dataset[index]
+        except Exception as err:
+            found = chained_error(err, DataError)
+            if found is None:
+                raise
+            screen.error(str(found))
+            continue
+        yield item
 
 
 def make_dataset(
-    items: Sequence[dict],
+    data: Sequence[dict],
     transforms: Sequence[Callable] | Callable,
     cache: str = "memory",
     cache_dir: str | Path | None = None,
     num_workers: int | None = 1,
     progress: bool = True,
+    keys: Sequence[str] = ("image", "label"),
 ) -> Dataset:
-    """A MONAI dataset over ``items`` that caches the deterministic leading transforms.
+    """A MONAI dataset over ``data`` that caches the deterministic leading transforms.
 
     Args:
-        items: datalist items.
+        data: datalist items (named like MONAI's ``Dataset(data=...)``, which MONAI Label overrides).
         transforms: transform list (or a ``Compose``); deterministic ones first.
         cache: ``"memory"`` (``CacheDataset``), ``"disk"`` (``PersistentDataset`` in
             ``cache_dir``, reused by later runs) or ``"none"``.
@@ -51,21 +197,32 @@ def make_dataset(
         num_workers: threads that fill the memory cache.
         progress: fill the cache now with a progress bar; without it the disk cache fills lazily
             on first access (the memory cache always fills now).
+        keys: image key, then label key, for the screening of the cached items.
+
+    Raises:
+        DataError: listing every problem found while the cache filled (see :class:`ItemScreen`);
+            items already in a disk cache were screened when they were stored, and ``"none"``
+            screens nothing up front (run ``python -m emclip.data.datalist --check``).
     """
     transform = _compose(transforms)
-    if cache == "memory":
-        return CacheDataset(list(items), transform, cache_rate=1.0, num_workers=num_workers, progress=progress)
-    if cache == "disk":
-        if cache_dir is None:
-            raise ValueError("cache='disk' needs a cache_dir")
-        dataset = PersistentDataset(list(items), transform, cache_dir=cache_dir)
-        if progress:  # fill (or check) the cache now, in one visible pass, instead of during epoch one
-            for index in tqdm(range(len(dataset)), desc="Caching to disk"):
-                dataset[index]
-        return dataset
+    if cache not in CACHE_MODES:
+        raise ValueError(f"unknown cache mode {cache!r}; expected one of {CACHE_MODES}")
     if cache == "none":
-        return Dataset(list(items), transform)
-    raise ValueError(f"unknown cache mode {cache!r}; expected one of {CACHE_MODES}")
+        return Dataset(list(data), transform)
+    if cache == "disk" and cache_dir is None:
+        raise ValueError("cache='disk' needs a cache_dir")
+    screen = ItemScreen(keys)
+    cached, rest = _split_cached(transform)
+    screened = Compose([ScreenedTransform(cached, screen, collect=cache == "memory"), *rest])
+    if cache == "memory":
+        dataset = CacheDataset(list(data), screened, cache_rate=1.0, num_workers=num_workers, progress=progress)
+    else:
+        dataset = PersistentDataset(list(data), screened, cache_dir=cache_dir)
+        if progress:  # fill (or check) the cache now, in one visible pass, instead of during epoch one
+            for _ in _screened(dataset, screen, "Caching to disk"):
+                pass
+    screen.report(f"caching {len(data)} items")
+    return dataset
 
 
 def expand_slices(
@@ -129,11 +286,13 @@ def make_slice_dataset(
         labelled_only: keep only slices with foreground (see ``expand_slices``).
         progress: show a progress bar while volumes are preprocessed.
     """
-    volumes = make_dataset(data, preprocess, "disk" if cache_dir else "none", cache_dir, progress=False)
-    loaded = (volumes[i] for i in range(len(volumes)))
-    if progress:
-        loaded = tqdm(loaded, total=len(volumes), desc="Preprocessing volumes")
-    return Dataset(expand_slices(loaded, keys, labelled_only), _compose(transforms))
+    screen = ItemScreen(keys)
+    # raising at once keeps a failed volume out of the disk cache; the loop records it and goes on
+    chain = ScreenedTransform(_compose(preprocess), screen, collect=False)
+    volumes = PersistentDataset(list(data), chain, cache_dir=cache_dir) if cache_dir else Dataset(list(data), chain)
+    slices = expand_slices(_screened(volumes, screen, "Preprocessing volumes" if progress else None), keys, labelled_only)
+    screen.report(f"preprocessing {len(data)} volumes")
+    return Dataset(slices, _compose(transforms))
 
 
 def training_dataset(

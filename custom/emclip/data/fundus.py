@@ -206,6 +206,15 @@ def mask_to_label(mask: np.ndarray, mask_format: str, source: str = "<array>") -
         DataError: a value outside the encoding; the message names ``source`` and the values.
     """
     values = _values(mask)
+    try:
+        return _to_label(mask, values, mask_format, source)
+    except DataError as err:
+        if str(source).lower().endswith((".jpg", ".jpeg")):
+            raise DataError(f"{err} (a JPEG mask: lossy compression changes its values; save masks as PNG)") from None
+        raise
+
+
+def _to_label(mask: np.ndarray, values: set[int], mask_format: str, source: str) -> np.ndarray:
     if mask_format == "auto":
         if values <= _INDEX_VALUES:
             mask_format = "index"

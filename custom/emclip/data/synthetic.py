@@ -8,7 +8,9 @@
   unlabelled slices beyond base and apex, as real stacks do.
 
 The three domains of each task differ in colour cast, contrast (gamma), blur, noise, field of view,
-resolution or voxel spacing and (cardiac) bias field. Command line::
+resolution or voxel spacing and (cardiac) bias field. ``write_fundus_photos`` adds whole fundus
+photographs (circular field of view, disc at a random position and scale), for the two-pass
+inference. Command line::
 
     python -m emclip.data.synthetic --task both --output demo_data --per-domain 12 --seed 0
 """
@@ -26,7 +28,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
-__all__ = ["CARDIAC_STYLES", "FUNDUS_STYLES", "main", "write_cardiac", "write_fundus", "write_synthetic"]
+__all__ = ["CARDIAC_STYLES", "FUNDUS_STYLES", "main", "write_cardiac", "write_fundus", "write_fundus_photos", "write_synthetic"]
 
 # cast: RGB gain; gamma > 1 darkens mid-tones; blur sigma in output pixels; noise std in [0, 1]
 # units; disc: disc size factor (field of view); resolution: render scale before upsampling.
@@ -45,6 +47,11 @@ CARDIAC_STYLES: dict[str, dict] = {
     "C": {"vendor_name": "SynthVendorC", "centre": "3", "shape": (160, 176), "spacing": (1.8, 1.8, 6.5),
           "slices": 14, "gamma": 0.7, "blur": 0.0, "noise": 0.08, "bias": 0.25, "scale": 2000.0},
 }
+# whole photographs: disc centre within this share of the field of view's radius, disc radius as a
+# share of the image side, field of view diameter as a share of the side
+PHOTO_DISC_REACH = 0.55
+PHOTO_DISC_RADIUS = (0.04, 0.09)
+PHOTO_FIELD = 0.96
 _CODE_CHARS = np.array(list("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"))
 
 
@@ -55,10 +62,19 @@ def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: 
     return np.sqrt((u / rx) ** 2 + (v / ry) ** 2)
 
 
-def _fundus_case(rng: np.random.Generator, size: int, style: dict) -> tuple[np.ndarray, np.ndarray]:
-    """One fundus-like RGB image (uint8) and its 0/128/255 mask (uint8, 2D)."""
-    cx, cy = size / 2 + rng.uniform(-0.05, 0.05, 2) * size
-    rx = size * 0.15 * style["disc"] * rng.uniform(0.85, 1.15)
+def _fundus_case(rng: np.random.Generator, size: int, style: dict, photo: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One fundus-like RGB image (uint8) and its 0/128/255 mask (uint8, 2D).
+
+    ``photo``: a whole photograph instead of a disc-centred crop: a circular field of view on
+    black, the disc anywhere within 55 % of its radius and 4-9 % of the image side in radius.
+    """
+    if photo:
+        r, phi = PHOTO_DISC_REACH * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+        cx, cy = size / 2 * (1 + r * np.cos(phi)), size / 2 * (1 + r * np.sin(phi))
+        rx = size * rng.uniform(*PHOTO_DISC_RADIUS)
+    else:
+        cx, cy = size / 2 + rng.uniform(-0.05, 0.05, 2) * size
+        rx = size * 0.15 * style["disc"] * rng.uniform(0.85, 1.15)
     ry = rx * rng.uniform(0.85, 1.15)
     angle = rng.uniform(0, np.pi)
     ratio = rng.uniform(0.3, 0.7)
@@ -95,7 +111,39 @@ def _fundus_case(rng: np.random.Generator, size: int, style: dict) -> tuple[np.n
         rgb = gaussian_filter(rgb, (0, style["blur"], style["blur"]))
     rgb = np.clip(rgb, 0, 1) ** style["gamma"] + rng.normal(0, style["noise"], rgb.shape)
     image = (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
+    if photo:
+        y, x = np.mgrid[0:size, 0:size] + 0.5
+        image[np.hypot(x - size / 2, y - size / 2) > PHOTO_FIELD * size / 2] = 0
     return image, mask
+
+
+def write_fundus_photos(
+    root: str | Path, count: int = 4, seed: int = 0, image_size: int = 512, domain: str = "SynthPhoto", style: str = "SynthA"
+) -> list[Path]:
+    """Write whole synthetic fundus photographs (disc at a random position and scale) and their
+    masks to ``root/<domain>/test/{image,mask}``, in the layout of :func:`write_fundus`.
+
+    Args:
+        root: the fundus data root.
+        count: photographs to write.
+        seed: random seed.
+        image_size: side of the square photographs.
+        domain: domain folder name.
+        style: the :data:`FUNDUS_STYLES` entry giving colour, blur and noise.
+
+    Returns:
+        The image paths written.
+    """
+    written = []
+    for i in range(count):
+        image, mask = _fundus_case(np.random.default_rng([seed, 1000, i]), image_size, FUNDUS_STYLES[style], photo=True)
+        name = f"{domain.lower()}_{i:03d}.png"
+        for folder, array in (("image", image), ("mask", np.repeat(mask[..., None], 3, axis=2))):
+            out = Path(root) / domain / "test" / folder
+            out.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(out / name)
+        written.append(Path(root) / domain / "test" / "image" / name)
+    return written
 
 
 def write_fundus(
@@ -248,8 +296,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--per-domain", type=int, default=None, help="fundus images / cardiac subjects per domain")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=256, help="fundus image side in pixels")
+    parser.add_argument("--photos", type=int, default=0,
+                        help="also write this many whole fundus photographs (512 px, disc anywhere) as domain SynthPhoto")
     args = parser.parse_args(argv)
     roots = write_synthetic(args.output, args.task, args.per_domain, args.seed, args.image_size)
+    if args.photos and "fundus" in roots:
+        write_fundus_photos(roots["fundus"], args.photos, args.seed)
     for task, path in roots.items():
         print(f"{task}: {path}")
     return roots

@@ -155,6 +155,7 @@ class SelectFramed(MapTransform):
     """Keep the cine frame ``data[frame_key]`` of channel-first 4D volumes (time is the channel axis).
 
     A frame of ``-1`` marks a file that is already one 3D frame; it must then have one channel.
+    The result must be one 3D volume: a 2D image is an error that names the file.
     """
 
     def __init__(self, keys: KeysCollection, frame_key: str = "frame", allow_missing_keys: bool = False) -> None:
@@ -174,12 +175,17 @@ class SelectFramed(MapTransform):
             elif not 0 <= frame < volume.shape[0]:
                 raise input_error(f"{_filename(volume)} has {volume.shape[0]} frames; frame {frame} was asked for")
             else:
-                d[key] = volume[frame : frame + 1]
+                volume = d[key] = volume[frame : frame + 1]
+            if volume.ndim != 4:  # channel + 3 spatial axes
+                raise input_error(
+                    f"{_filename(volume)} has {volume.ndim - 1} spatial axes (shape {tuple(volume.shape[1:])}); "
+                    "expected a 3D short-axis volume (H, W, slices) or a 4D cine volume"
+                )
         return d
 
 
 class CheckSameShaped(MapTransform):
-    """Raise ``DataError`` naming the files when the keys' spatial shapes differ."""
+    """Raise ``DataError`` naming the files when the keys' spatial shapes, or their affines (NIfTI), differ."""
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -187,6 +193,13 @@ class CheckSameShaped(MapTransform):
         if len(set(shapes.values())) > 1:
             detail = ", ".join(f"{_filename(d[k])} {s}" for k, s in shapes.items())
             raise input_error(f"image and mask shapes differ: {detail}")
+        first, *others = [d[k] for k in shapes if isinstance(d[k], MetaTensor)] or [None]
+        for other in others:  # 1e-3 mm: the rounding of float32 headers, not another grid
+            if not torch.allclose(first.affine.double(), other.affine.double(), atol=1e-3):
+                raise input_error(
+                    f"image {_filename(first)} and label {_filename(other)} have different geometry (affine); "
+                    "the label must be drawn on the image's grid"
+                )
         return d
 
 
@@ -336,7 +349,8 @@ def preprocessing(task: str, keys: Sequence[str] = ("image", "label"), **params:
     Args:
         task: ``"fundus"`` or ``"cardiac"``.
         keys: image key, then label keys; ``("image",)`` gives the image-only inference chain.
-        params: fundus: ``spatial_size`` (int or pair, default 256), ``mask_format`` (default
+        params: fundus: ``spatial_size`` (int or pair, default 256; ``None`` keeps the image's own
+            size, for :class:`emclip.inference.DiscRefiner`), ``mask_format`` (default
             ``"auto"``; an item's own ``mask_format`` other than ``"auto"`` wins). Cardiac: ``spacing`` (in-plane mm,
             default 1.25), ``spatial_size`` (in-plane int or pair, default 192), ``percentiles``
             (clip range, default (0.5, 99.5)), ``frame_key`` (default ``"frame"``).
@@ -351,15 +365,16 @@ def preprocessing(task: str, keys: Sequence[str] = ("image", "label"), **params:
     image, labels = keys[0], keys[1:]
     if task == "fundus":
         _with_defaults(params, {"spatial_size": 256, "mask_format": "auto"}, task)
-        size = _pair(params["spatial_size"])
         chain: list[Transform] = [ReadImaged(image, reader=PILReader(converter=to_rgb)), EnsureChannelFirstd(image)]
         if labels:
             chain += [LoadFundusLabeld(labels, params["mask_format"]), CheckSameShaped(keys)]
-        chain += [
+        if params["spatial_size"] is not None:  # None: the two-pass refinement resizes by itself
             # anti-aliasing smooths the image before downsampling; labels only ever see nearest
-            Resized(keys, size, mode=["bilinear"] + ["nearest"] * len(labels), anti_aliasing=[True] + [False] * len(labels)),
-            ScaleIntensityRanged(image, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0),  # after resizing: fewer pixels
-        ]
+            chain.append(Resized(
+                keys, _pair(params["spatial_size"]), mode=["bilinear"] + ["nearest"] * len(labels),
+                anti_aliasing=[True] + [False] * len(labels),
+            ))
+        chain.append(ScaleIntensityRanged(image, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0))  # after resizing: fewer pixels
         return chain
     _with_defaults(params, {"spacing": 1.25, "spatial_size": 192, "percentiles": (0.5, 99.5), "frame_key": "frame"}, task)
     lower, upper = params["percentiles"]

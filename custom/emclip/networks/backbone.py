@@ -37,12 +37,23 @@ def build_clip(backbone: str | dict[str, Any], pretrained: str | None = None) ->
                 f"unknown backbone {backbone!r}: not an EM-CLIP preset (cpu-resnet, cpu-vit) nor an "
                 f"open_clip model; open_clip models: {', '.join(open_clip.list_models())}"
             )
+        tags = open_clip.list_pretrained_tags_by_model(backbone)
+        if pretrained is not None and pretrained not in tags and not os.path.isfile(pretrained):
+            raise FileNotFoundError(
+                f"pretrained={pretrained!r} is neither a local checkpoint file nor an open_clip tag of "
+                f"{backbone!r} (tags: {', '.join(tags) or 'none'})"
+            )
         try:
             return open_clip.create_model(backbone, pretrained=pretrained)
         except RuntimeError as err:
+            if pretrained is not None and os.path.isfile(pretrained):
+                raise RuntimeError(f"could not load the checkpoint pretrained={pretrained!r} into {backbone!r}: {err}") from err
             raise RuntimeError(
-                f"could not load pretrained={pretrained!r} for {backbone!r} ({err}). Without internet, "
-                "download the weights elsewhere and pass their local file path as `pretrained`."
+                f"could not download the open_clip weights pretrained={pretrained!r} of {backbone!r} ({err}). "
+                "Without internet, pass the local path of an open_clip checkpoint as `pretrained` (download it "
+                "where there is internet, e.g. open_clip.create_model(name, pretrained=tag) caches it under "
+                "~/.cache/huggingface); HF_HUB_OFFLINE=1 makes an offline run stop here at once instead of "
+                "retrying the download."
             ) from err
     model = open_clip.CLIP(**config)
     if pretrained is not None:

@@ -52,13 +52,22 @@ def encode_class_prompts(clip: nn.Module, tokenizer: Any, prompts: dict[str, lis
     return torch.stack(rows)
 
 
+def _skip_text_model(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load-state_dict pre-hook: without a text tower, drop the checkpoint's ``text_model.*``."""
+    if module.text_model is None:
+        for key in [k for k in state_dict if k.startswith(prefix + "text_model.")]:
+            del state_dict[key]
+
+
 class ClassTextEmbeddings(nn.Module):
     """Holds one L2-normalised text embedding per class as the buffer ``embeddings``.
 
     With a frozen text tower the embeddings are computed once and the tower is dropped, so the
     state_dict carries only the buffer and inference needs neither tokenizer nor text tower. With a
-    trainable tower it is kept, the prompts are re-encoded at every training forward and the buffer
-    follows the latest result (evaluation and export read the buffer).
+    trainable tower it is kept, the prompts are re-encoded at every training forward, and the
+    buffer is re-encoded with the latest weights when the module leaves training mode (evaluation
+    and export read the buffer). A module without a tower loads the state_dict of one with a
+    trained tower: the tower's ``text_model.*`` entries are skipped, and the buffer is loaded.
 
     Args:
         num_classes: number of classes; must equal the number of prompt sets.
@@ -83,6 +92,7 @@ class ClassTextEmbeddings(nn.Module):
         self.register_buffer("embeddings", torch.zeros(num_classes, embed_dim))
         self.class_names: list[str] = []
         self.text_model: nn.Module | None = None
+        self.register_load_state_dict_pre_hook(_skip_text_model)
         if clip is None or prompts is None:
             return
         sets = load_prompts(prompts)
@@ -103,6 +113,15 @@ class ClassTextEmbeddings(nn.Module):
     def refresh(self, clip: nn.Module) -> None:
         """Recompute the buffer from the prompt file with ``clip``'s text tower."""
         self.embeddings.copy_(encode_class_prompts(clip, self.tokenizer, self.prompts))
+
+    def train(self, mode: bool = True) -> ClassTextEmbeddings:
+        # The buffer holds the encoding of the last training forward, made before the optimiser's
+        # last step: leaving training mode re-encodes it with the weights that are saved with it.
+        refresh = self.training and not mode and self.text_model is not None
+        super().train(mode)
+        if refresh:
+            self.refresh(self.text_model)
+        return self
 
     def forward(self) -> torch.Tensor:
         if self.text_model is not None and self.training:

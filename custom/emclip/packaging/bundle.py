@@ -45,9 +45,11 @@ REQUIRED_FILES = (
     "scripts/__init__.py",
     "scripts/emclip/__init__.py",
 )
-# files and folders copied as they are; the model card links the benchmark report and its results folder
+# files and folders copied as they are; the model card links the benchmark report and its results folder;
+# the pretrained-CLIP overlay applies to any task's configs
 COPIED = ("LICENSE", "large_files.yml", "docs/README.md", "docs/data_license.txt", "docs/benchmarks.md",
-          "docs/benchmarks", "configs/logging.conf", "configs/meta_schema.json", "configs/inference_onnx.yaml")
+          "docs/benchmarks", "configs/logging.conf", "configs/meta_schema.json", "configs/clip_vit_b16.yaml",
+          "configs/inference_onnx.yaml")
 
 # A packaged bundle holds one task, so its outputs drop the per-task sub-folder and the best
 # checkpoint is `models/model.pt`, where MONAI Label and the Model Zoo look for it. Each key must

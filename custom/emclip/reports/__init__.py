@@ -8,7 +8,14 @@ from emclip.reports.handler import MetricsReportHandler
 from emclip.reports.metrics import as_label_map, case_metrics
 from emclip.reports.overlay import save_overlay
 from emclip.reports.stats import paired_bootstrap
-from emclip.reports.writers import safe_filename, summarize, summary_markdown, write_reports
+from emclip.reports.writers import (
+    safe_filename,
+    summarize,
+    summary_markdown,
+    uncertainty_correlation,
+    uncertainty_markdown,
+    write_reports,
+)
 
 __all__ = [
     "CLASSES",
@@ -22,5 +29,7 @@ __all__ = [
     "safe_filename",
     "summarize",
     "summary_markdown",
+    "uncertainty_correlation",
+    "uncertainty_markdown",
     "write_reports",
 ]

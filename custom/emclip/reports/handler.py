@@ -19,15 +19,19 @@ from emclip.reports.metrics import as_label_map, case_metrics
 from emclip.reports.overlay import save_overlay
 from emclip.reports.writers import ALL_DOMAINS, safe_filename, summarize, summary_markdown, write_reports
 
-__all__ = ["MetricsReportHandler"]
+__all__ = ["MetricsReportHandler", "case_from_filename"]
 
 logger = logging.getLogger("emclip.reports")
 
 _ARCHIVE_SUFFIXES = (".gz", ".bz2", ".xz", ".zip")
 
 
-def _case_from_filename(filename: Any) -> str:
-    """File name without folder and extension (``.nii.gz`` counts as one extension)."""
+def case_from_filename(filename: Any) -> str:
+    """A case name: the file name without folder and extension (``.nii.gz`` counts as one extension).
+
+    Args:
+        filename: a path.
+    """
     path = Path(str(filename))
     if path.suffix in _ARCHIVE_SUFFIXES:
         path = path.with_suffix("")
@@ -77,6 +81,9 @@ class MetricsReportHandler:
             grid differs from the label's (warned once per run), get no overlay.
         domain_key: key of the domain name (a string).
         case_key: key of the case name (a string).
+        uncertainty_key: key of a per-pixel uncertainty map (``emclip.inference.PredictiveEntropyd``,
+            in the label's geometry); items that have it get an ``uncertainty`` score per class
+            (``emclip.inference.uncertainty_scores``) and the reports its correlation with Dice.
         log_summary: log the Markdown summary table (off for per-epoch validation, where the
             metrics line of ``StatsHandler`` is enough).
     """
@@ -91,6 +98,7 @@ class MetricsReportHandler:
         image_key: str = "image",
         domain_key: str = "domain",
         case_key: str = "case",
+        uncertainty_key: str = "uncertainty",
         log_summary: bool = True,
     ) -> None:
         get_classes(task)  # fail at construction, not after a whole evaluation, on a bad task
@@ -102,6 +110,7 @@ class MetricsReportHandler:
         self.image_key = image_key
         self.domain_key = domain_key
         self.case_key = case_key
+        self.uncertainty_key = uncertainty_key
         self.log_summary = log_summary
         self.reset()
 
@@ -163,7 +172,7 @@ class MetricsReportHandler:
         domain = "unknown" if domain is None else str(domain)
         case = lookup(self.case_key)
         if case is None and isinstance(label, MetaTensor) and "filename_or_obj" in label.meta:
-            case = _case_from_filename(label.meta["filename_or_obj"])
+            case = case_from_filename(label.meta["filename_or_obj"])
         if case is None:
             # Ranks number their unnamed cases separately; the rank prefix keeps them apart.
             index = len(self.rows) // len(get_classes(self.task))
@@ -177,6 +186,12 @@ class MetricsReportHandler:
             spacing = pixdim[: label_map.ndim].tolist() if pixdim.size >= label_map.ndim else None
 
         metrics = case_metrics(pred_arr, label_map, self.task, spacing=spacing)
+        uncertainty = lookup(self.uncertainty_key)
+        if uncertainty is not None:
+            from emclip.inference.uncertainty import uncertainty_scores  # the inference package imports reports
+
+            scores = uncertainty_scores(uncertainty, pred_arr, self.task)
+            metrics = [{**m, "uncertainty": scores[m["class"]]} for m in metrics]
         self.rows.extend({"domain": domain, "case": case, **m} for m in metrics)
 
         image = lookup(self.image_key)

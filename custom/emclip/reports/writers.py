@@ -19,9 +19,12 @@ __all__ = [
     "ALL_DOMAINS",
     "PER_CASE_COLUMNS",
     "SUMMARY_COLUMNS",
+    "UNCERTAINTY",
     "safe_filename",
     "summarize",
     "summary_markdown",
+    "uncertainty_correlation",
+    "uncertainty_markdown",
     "write_reports",
 ]
 
@@ -29,6 +32,9 @@ ALL_DOMAINS = "all"
 PER_CASE_COLUMNS = ("domain", "case", "class", "dice", "hd95")
 SUMMARY_COLUMNS = ("domain", "class", "metric", "mean", "std", "n")
 _METRICS = ("dice", "hd95")
+# optional per-case column: the case's uncertainty score of the class (emclip.inference.uncertainty_scores)
+UNCERTAINTY = "uncertainty"
+CORRELATION_COLUMNS = ("domain", "class", "spearman", "n")
 
 
 def safe_filename(name: str) -> str:
@@ -54,15 +60,18 @@ def _check_rows(rows: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, 
             raise ValueError(f"class {row['class']!r} is not a {task} class ({', '.join(classes)})")
         if str(row["domain"]) == ALL_DOMAINS:
             raise ValueError(f"domain name {ALL_DOMAINS!r} is reserved for the summary over all domains")
-        checked.append(
-            {
-                "domain": str(row["domain"]),
-                "case": str(row["case"]),
-                "class": str(row["class"]),
-                "dice": float(row["dice"]),
-                "hd95": float(row["hd95"]),
-            }
-        )
+        entry = {
+            "domain": str(row["domain"]),
+            "case": str(row["case"]),
+            "class": str(row["class"]),
+            "dice": float(row["dice"]),
+            "hd95": float(row["hd95"]),
+        }
+        if UNCERTAINTY in row:
+            entry[UNCERTAINTY] = float(row[UNCERTAINTY])
+        checked.append(entry)
+    if any(UNCERTAINTY in r for r in checked) and not all(UNCERTAINTY in r for r in checked):
+        raise ValueError(f"some rows have an {UNCERTAINTY!r} score and others not; score every case or none")
     return checked
 
 
@@ -79,15 +88,16 @@ def summarize(rows: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, An
 
     Returns:
         One ``{"domain", "class", "metric", "mean", "std", "n"}`` dict per domain x class x
-        metric, domains in order of first appearance followed by ``"all"`` (every case).
+        metric (``dice``, ``hd95``, and ``uncertainty`` when the rows have it), domains in order of first appearance followed by ``"all"`` (every case).
     """
     checked = _check_rows(rows, task)
     domains = list(dict.fromkeys(r["domain"] for r in checked)) + [ALL_DOMAINS]
+    metrics = _METRICS + ((UNCERTAINTY,) if checked and UNCERTAINTY in checked[0] else ())
     summary = []
     for domain in domains:
         in_domain = [r for r in checked if domain in (ALL_DOMAINS, r["domain"])]
         for name in get_classes(task):
-            for metric in _METRICS:
+            for metric in metrics:
                 values = np.array([r[metric] for r in in_domain if r["class"] == name], dtype=np.float64)
                 values = values[~np.isnan(values)]
                 n = int(values.size)
@@ -146,6 +156,63 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], task: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def uncertainty_correlation(rows: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, Any]]:
+    """Spearman rank correlation of the per-case uncertainty score with Dice, per domain and class.
+
+    A useful score is negative here: the less certain cases are the worse ones. Fewer than three
+    cases, or a constant score or Dice, give NaN.
+
+    Args:
+        rows: per-case rows with an ``uncertainty`` value.
+        task: task name.
+
+    Returns:
+        One ``{"domain", "class", "spearman", "n"}`` dict per domain (then ``"all"``) and class.
+    """
+    from scipy.stats import spearmanr
+
+    checked = _check_rows(rows, task)
+    if checked and UNCERTAINTY not in checked[0]:
+        raise ValueError(f"rows have no {UNCERTAINTY!r} score to correlate with Dice")
+    result = []
+    for domain in list(dict.fromkeys(r["domain"] for r in checked)) + [ALL_DOMAINS]:
+        for name in get_classes(task):
+            pairs = np.array(
+                [(r[UNCERTAINTY], r["dice"]) for r in checked if r["class"] == name and domain in (ALL_DOMAINS, r["domain"])],
+                dtype=np.float64,
+            ).reshape(-1, 2)
+            pairs = pairs[~np.isnan(pairs).any(1)]
+            constant = len(pairs) and (np.ptp(pairs[:, 0]) == 0 or np.ptp(pairs[:, 1]) == 0)
+            rho = math.nan if len(pairs) < 3 or constant else float(spearmanr(pairs[:, 0], pairs[:, 1])[0])
+            result.append({"domain": domain, "class": name, "spearman": rho, "n": int(len(pairs))})
+    return result
+
+
+def uncertainty_markdown(correlation: Sequence[Mapping[str, Any]], task: str) -> str:
+    """Markdown section of an :func:`uncertainty_correlation` result.
+
+    Args:
+        correlation: the output of :func:`uncertainty_correlation`.
+        task: task name (long class names).
+    """
+    classes = get_classes(task)
+    lines = [
+        "## Uncertainty against Dice",
+        "",
+        "| Domain | Class | Spearman rho (uncertainty, Dice) | n |",
+        "|:--|:--|--:|--:|",
+    ]
+    for e in correlation:
+        rho = "n/a" if math.isnan(e["spearman"]) else f"{e['spearman']:.3f}"
+        lines.append(f"| {e['domain']} | {e['class']} ({classes[e['class']].long_name}) | {rho} | {e['n']} |")
+    lines += [
+        "",
+        "uncertainty: mean normalised predictive entropy over the pixels predicted as the class "
+        "(1.0 where the class is predicted nowhere). A negative rho means the score flags the failures.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _plot_dice(summary: Sequence[Mapping[str, Any]], domain: str, task: str, path: Path) -> None:
     """Bar plot of the mean Dice per class of one domain, with std error bars."""
     entries = [e for e in summary if e["domain"] == domain and e["metric"] == "dice"]
@@ -172,7 +239,9 @@ def write_reports(
 ) -> dict[str, Any]:
     """Write the per-case and summary metric files and a Dice bar plot per domain.
 
-    Files under ``output_dir``: ``metrics_per_case.csv`` (``domain,case,class,dice,hd95``),
+    Files under ``output_dir``: ``metrics_per_case.csv`` (``domain,case,class,dice,hd95``, then
+    ``uncertainty`` when the rows have it, with ``uncertainty_correlation.csv`` and a Markdown
+    section of :func:`uncertainty_correlation`),
     ``metrics_summary.csv`` (``domain,class,metric,mean,std,n``, see :func:`summarize`),
     ``metrics_summary.md`` and ``plots/dice_<domain>.png`` for every domain and ``all``.
     NaN is written as ``nan``.
@@ -185,7 +254,8 @@ def write_reports(
             :func:`emclip.reports.overlay.save_overlay`); they are linked from the Markdown report.
 
     Returns:
-        ``{"per_case_csv": Path, "summary_csv": Path, "summary_md": Path, "plots": {domain: Path}}``.
+        ``{"per_case_csv": Path, "summary_csv": Path, "summary_md": Path, "plots": {domain: Path}}``,
+        plus ``"correlation_csv"`` when the rows have an uncertainty score.
     """
     out = Path(output_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
@@ -197,16 +267,23 @@ def write_reports(
         "summary_md": out / "metrics_summary.md",
         "plots": {},
     }
-    for key, columns, table in (
-        ("per_case_csv", PER_CASE_COLUMNS, checked),
+    scored = bool(checked) and UNCERTAINTY in checked[0]
+    tables = [
+        ("per_case_csv", PER_CASE_COLUMNS + ((UNCERTAINTY,) if scored else ()), checked),
         ("summary_csv", SUMMARY_COLUMNS, summary),
-    ):
+    ]
+    markdown = summary_markdown(summary, task)
+    if scored:
+        correlation = uncertainty_correlation(checked, task)
+        paths["correlation_csv"] = out / "uncertainty_correlation.csv"
+        tables.append(("correlation_csv", CORRELATION_COLUMNS, correlation))
+        markdown += "\n" + uncertainty_markdown(correlation, task)
+    for key, columns, table in tables:
         with open(paths[key], "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(table)
 
-    markdown = summary_markdown(summary, task)
     if overlays:
         markdown += "\n## Overlays\n"
         for domain, files in overlays.items():

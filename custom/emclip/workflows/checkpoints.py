@@ -1,4 +1,8 @@
-"""Checkpoint handlers: per-epoch checkpoints with resume, and a model file even without validation."""
+"""Checkpoint handlers: per-epoch checkpoints with resume, and a model file even without validation.
+
+Every file is written atomically (:func:`save_atomic`): a process killed while saving leaves the
+previous file in place, never a truncated one.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,62 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
-from monai.handlers import CheckpointLoader, CheckpointSaver, ValidationHandler
+from ignite.handlers import Checkpoint
+from ignite.handlers.checkpoint import BaseSaveHandler
+from monai.handlers import CheckpointSaver, ValidationHandler
 
-__all__ = ["last_checkpoint", "EpochCheckpoints", "SourceValidation"]
+from emclip.workflows.checks import ConfigError, load_weights
+
+__all__ = ["last_checkpoint", "save_atomic", "AtomicCheckpointSaver", "EpochCheckpoints", "SourceValidation"]
 
 logger = logging.getLogger("emclip.workflows")
+
+
+def _main_process() -> bool:
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+
+
+def save_atomic(obj: Any, path: str) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it to ``path`` (atomic on one file system)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class _AtomicSaver(BaseSaveHandler):
+    """Ignite save handler writing with :func:`save_atomic`; a fixed ``filename`` replaces itself, so it is never removed first."""
+
+    def __init__(self, dirname: str, filename: str | None = None) -> None:
+        self.dirname = dirname
+        self.filename = filename
+
+    def __call__(self, checkpoint: Any, filename: str, metadata: Any = None) -> None:
+        if _main_process():
+            save_atomic(checkpoint, os.path.join(self.dirname, self.filename or filename))
+
+    def remove(self, filename: str) -> None:
+        path = os.path.join(self.dirname, filename)
+        if self.filename is None and _main_process() and os.path.exists(path):
+            os.remove(path)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` (same arguments) writing atomically.
+
+    MONAI's saver removes the previous file before writing the new one, and writes in place: a
+    kill in between loses the best model. Here the new file is written beside it and renamed over it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                checkpoint.save_handler = _AtomicSaver(self.save_dir, getattr(checkpoint.save_handler, "filename", None))
 
 
 def last_checkpoint(ckpt_dir: str, prefix: str = "checkpoint") -> str | None:
@@ -34,40 +89,59 @@ class EpochCheckpoints:
     The checkpoint holds ``save_dict`` (model, optimizer, LR scheduler, ...) plus the trainer
     itself (epoch and iteration counters), which is added at ``attach`` time so that the config
     needs no reference from the trainer's handlers back to the trainer. Re-running the same command
-    with ``resume`` continues after the last finished epoch; only the newest file is kept.
+    with ``resume`` continues after the last finished epoch and logs from which; a run whose
+    checkpoint is already at ``max_epochs`` says so and ends. The new file is written atomically
+    before the older one is removed, so a kill at any moment loses at most the epoch in progress.
 
     Args:
-        ckpt_dir: folder of ``checkpoint_*epoch=N.pt``.
+        ckpt_dir: folder of ``checkpoint_checkpoint_epoch=N.pt``.
         save_dict: the objects to save and restore, without the trainer.
-        resume: load the newest checkpoint before training starts, if there is one.
-        map_location: device for loading.
+        resume: load the newest checkpoint before training starts, if there is one (tensors are
+            read on the CPU and copied into the objects, wherever they live).
     """
 
-    def __init__(self, ckpt_dir: str, save_dict: dict[str, Any], resume: bool = True, map_location: Any = "cpu"):
+    def __init__(self, ckpt_dir: str, save_dict: dict[str, Any], resume: bool = True):
         self.ckpt_dir = ckpt_dir
         self.save_dict = save_dict
         self.resume = resume
-        self.map_location = map_location
+        self.objects: dict[str, Any] = {}
 
     def attach(self, engine: Engine) -> None:
-        objects = {**self.save_dict, "trainer": engine}
+        self.objects = {**self.save_dict, "trainer": engine}
         path = last_checkpoint(self.ckpt_dir) if self.resume else None
         if path is not None:
-            logger.info("resuming from %s", path)
-            CheckpointLoader(load_path=path, load_dict=objects, map_location=self.map_location).attach(engine)
-        CheckpointSaver(
-            self.ckpt_dir, objects, file_prefix="checkpoint", save_interval=1, n_saved=1, epoch_level=True
-        ).attach(engine)
-        # the saver only rotates its own files; the one a resumed run started from is pruned here
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._prune)
+            engine.add_event_handler(Events.STARTED, self._resume, path)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._save)
 
-    def _prune(self, engine: Engine) -> None:
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    def _resume(self, engine: Engine, path: str) -> None:
+        checkpoint = load_weights(path, "ckpt_dir", "delete it, or start over with --resume False")
+        max_epochs = engine.state.max_epochs  # the configured epochs win over the checkpoint's
+        try:
+            Checkpoint.load_objects(to_load=self.objects, checkpoint=checkpoint)
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            raise ConfigError(
+                f"ckpt_dir: {path} does not fit this run ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                "it was written with other settings: delete it, or start over with --resume False"
+            ) from err
+        engine.state.max_epochs = max_epochs
+        if engine.state.epoch >= max_epochs:
+            logger.info(
+                "training already finished: %s is epoch %d of epochs=%d; nothing left to do "
+                "(raise --epochs to train longer, or --resume False to start over)",
+                path, engine.state.epoch, max_epochs,
+            )
+        else:
+            logger.info("resuming from epoch %d of %d (%s)", engine.state.epoch, max_epochs, path)
+
+    def _save(self, engine: Engine) -> None:
+        if not _main_process():
             return
-        newest = last_checkpoint(self.ckpt_dir)
-        for path in glob.glob(os.path.join(self.ckpt_dir, "checkpoint_*.pt")):
-            if path != newest:
-                os.remove(path)
+        path = os.path.join(self.ckpt_dir, f"checkpoint_checkpoint_epoch={engine.state.epoch}.pt")
+        save_atomic({k: getattr(obj, "module", obj).state_dict() for k, obj in self.objects.items()}, path)
+        # older epochs, and the temporary file of a save that a kill cut short
+        for old in glob.glob(os.path.join(self.ckpt_dir, "checkpoint_*.pt*")):
+            if old != path:
+                os.remove(old)
 
 
 class SourceValidation(ValidationHandler):
@@ -98,9 +172,8 @@ class SourceValidation(ValidationHandler):
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._save)
 
     def _save(self, engine: Engine) -> None:
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        if not _main_process():
             return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         net = getattr(self.network, "module", self.network)  # unwrap DDP
         # a plain state_dict, as CheckpointSaver writes for a single object
-        torch.save(net.state_dict(), self.path)
+        save_atomic(net.state_dict(), self.path)

@@ -1,0 +1,90 @@
+"""Choosing post-processing on the source validation split, and the test-time steps benchmark, on
+a tiny synthetic set with an untrained checkpoint (the commands' plumbing, not their numbers)."""
+
+import csv
+
+import pytest
+import torch
+import yaml
+from conftest import REPO
+from monai.bundle import ConfigParser
+
+from emclip.data import write_synthetic
+from emclip.networks import EMCLIP
+
+CONFIGS = REPO / "bundle" / "configs"
+TINY = ["spatial_size=[64,64]", "network_def#em_bases=8", "num_workers=0", "val_fraction=0.34", "eval_domains=[SynthB]"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    write_synthetic(root / "data", "fundus", per_domain=3, image_size=96, progress=False)
+    (root / "models" / "fundus").mkdir(parents=True)
+    torch.save(EMCLIP(3, em_bases=8, encode_text=False).state_dict(), root / "models" / "fundus" / "model.pt")
+    return root
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_choose_postprocessing_writes_an_overlay_from_the_source_split(trained, tmp_path):
+    from emclip.inference.choose_postprocessing import main
+
+    out = tmp_path / "chosen.yaml"
+    result = main(["--task", "fundus", "--bundle-root", str(trained), "--dataset-dir", str(trained / "data" / "fundus"),
+                   "--train-domains", "SynthA", "--output", str(out), "--set", *TINY])
+    overlay = yaml.safe_load(out.read_text())
+    assert set(overlay["postprocess"]) == {"largest_component", "fill_holes", "cup_in_disc"}
+    assert overlay["postprocess"] == result["postprocess"]
+    assert [t["step"] for t in result["trials"]] == ["largest_component", "fill_holes", "cup_in_disc"]
+    for t in result["trials"]:  # a step is kept exactly when it raised the source-validation Dice
+        assert t["kept"] == (t["dice_with"] > t["dice_without"])
+    assert 0 < overlay["refine#disc_fraction"] < 1
+    # the overlay is a valid last config file of the evaluation
+    files = [str(CONFIGS / f"{n}.yaml") for n in ("train", "evaluate", "fundus")] + [str(out)]
+    parser = ConfigParser()
+    parser.read_config(files)
+    assert parser.get_parsed_content("postprocess") == overlay["postprocess"]
+    assert parser.get_parsed_content("refine")["disc_fraction"] == overlay["refine#disc_fraction"]
+    raw = trained / "eval" / "fundus_source_val" / "metrics_per_case.csv"  # the reports of the raw predictions
+    domains = {r["domain"] for r in read_csv(raw)}
+    assert domains == {"SynthA"}  # only the source validation split was used
+
+
+def test_inference_benchmark_reports_each_step_against_plain(trained, tmp_path):
+    from emclip.benchmarks.inference import main
+
+    summary = main(["--task", "fundus", "--bundle-root", str(trained), "--dataset-dir", str(trained / "data" / "fundus"),
+                    "--train-domains", "SynthA", "--output", str(tmp_path), "--steps", "tta", "refine",
+                    "--scales", "0.5", "--set", *TINY])
+    variants = {e["variant"] for e in summary}
+    assert {"plain", "tta", "refine", "pp_largest_component", "pp_fill_holes", "pp_cup_in_disc", "chosen"} <= variants
+    domains = {(e["domain"], e["split"]) for e in summary}
+    assert {("SynthA", "source-val"), ("SynthB", "unseen"), ("SynthB@x0.5", "unseen")} <= domains
+    for e in summary:
+        if e["variant"] == "plain":
+            assert e["diff_vs_plain"] == 0 and e["ci_low"] == e["ci_high"] == 0
+        assert e["seconds_per_case"] > 0 and e["n"] > 0
+    rows = read_csv(tmp_path / "inference_per_case.csv")
+    assert {"variant", "domain", "case", "class", "dice", "seconds", "uncertainty"} <= set(rows[0])
+    assert "vs plain (95 % CI)" in (tmp_path / "inference_summary.md").read_text()
+    assert "postprocess" in yaml.safe_load((tmp_path / "chosen.yaml").read_text())
+
+
+def test_inference_benchmark_on_volumes(tmp_path):
+    from emclip.benchmarks.inference import main
+
+    write_synthetic(tmp_path / "data", "cardiac", per_domain=2, progress=False)
+    (tmp_path / "models" / "cardiac").mkdir(parents=True)
+    torch.save(EMCLIP(4, em_bases=8, in_channels=1, prompts="cardiac", encode_text=False).state_dict(),
+               tmp_path / "models" / "cardiac" / "model.pt")
+    summary = main(["--task", "cardiac", "--bundle-root", str(tmp_path), "--dataset-dir", str(tmp_path / "data"),
+                    "--train-domains", "A", "--output", str(tmp_path / "out"), "--steps", "tta",
+                    "--set", "spatial_size=[64,64]", "preprocess#spacing=3.0", "network_def#em_bases=8",
+                    "num_workers=0", "val_fraction=0.5", "eval_domains=[B]"])
+    assert {e["variant"] for e in summary} == {"plain", "tta", "pp_largest_component", "pp_fill_holes", "chosen"}
+    assert {e["class"] for e in summary} == {"LV", "MYO", "RV"}
+    assert {(e["domain"], e["split"]) for e in summary} == {("A", "source-val"), ("B", "unseen")}

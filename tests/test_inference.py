@@ -1,0 +1,290 @@
+"""Test-time steps (emclip.inference): mirroring ensemble, post-processing, TENT, disc-centred
+refinement and uncertainty, as building blocks and through the bundle's configs."""
+
+import copy
+import csv
+import logging
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from conftest import REPO, tiny_net
+from monai.bundle import ConfigWorkflow
+from monai.inferers import SliceInferer
+from PIL import Image
+from scipy import ndimage
+
+from emclip.data import CLIP_MEAN, CLIP_STD, read_fundus_label, write_fundus_photos, write_synthetic
+from emclip import inference
+from emclip.inference import DiscRefiner, largest_component, postprocess, predictive_entropy
+from emclip.networks import EMCLIP
+
+CONFIGS = REPO / "bundle" / "configs"
+META = str(CONFIGS / "metadata.json")
+META_CARDIAC = [META, str(CONFIGS / "metadata_cardiac.json")]
+TINY = {"spatial_size": [64, 64], "network_def#em_bases": 8, "num_workers": 0}
+
+
+def cfg(*names):
+    return [str(CONFIGS / f"{n}.yaml") for n in names]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class Identity(nn.Module):
+    """Logits = the input: flip-equivariant, so a mirroring ensemble must give softmax(x) exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x
+
+
+@pytest.mark.parametrize("volume", [False, True])
+def test_flips_are_undone_exactly(volume):
+    x = torch.randn(1, 3, 12, 9, 5) if volume else torch.randn(1, 3, 12, 9)  # asymmetric in every axis
+    base = SliceInferer(roi_size=(12, 9), spatial_dim=2, progress=False) if volume else None
+    net = Identity()
+    probs = inference.TestTimeInferer(base, flips=True)(x, net)
+    torch.testing.assert_close(probs, torch.softmax(x, 1), atol=1e-6, rtol=0)
+    # four in-plane flips; a volume's slice axis is not mirrored (each slice is one call)
+    assert net.calls == (4 * 5 if volume else 4)
+
+
+def _blobs(rng, shape, values, count=6):
+    """A random label map of overlapping blobs with holes: fragments and holes to clean up."""
+    grid = np.indices(shape).astype(float)
+    label = np.zeros(shape, np.int64)
+    for value in values:
+        for _ in range(count):
+            centre = rng.uniform(0, shape[0], len(shape))[:, None, None] if len(shape) == 2 else rng.uniform(0, shape[0], 3)[:, None, None, None]
+            radius = rng.uniform(2, shape[0] / 4)
+            label[np.sqrt(((grid - centre) ** 2).sum(0)) < radius] = value
+    label[rng.uniform(size=shape) < 0.05] = 0  # pepper: holes
+    return label
+
+
+def test_postprocess_adds_no_foreground_but_holes_and_keeps_the_cup_in_the_disc():
+    rng = np.random.default_rng(0)
+    on = {"largest_component": True, "fill_holes": True, "cup_in_disc": True}
+    for _ in range(20):
+        raw = _blobs(rng, (48, 40), (1, 2))
+        out = postprocess(raw, "fundus", on)
+        disc, cup = out > 0, out == 2
+        assert not (disc & ~ndimage.binary_fill_holes(raw > 0)).any()
+        assert not (cup & ~ndimage.binary_fill_holes(raw == 2)).any()
+        assert not (cup & ~disc).any()
+        assert ndimage.label(disc, np.ones((3, 3)))[1] <= 1
+        assert ndimage.label(cup, np.ones((3, 3)))[1] <= 1
+        assert not (cup & ~largest_component(disc)).any()
+        np.testing.assert_array_equal(postprocess(raw, "fundus", {}), raw)  # all off: unchanged
+    for _ in range(5):
+        raw = _blobs(rng, (24, 24, 6), (1, 2, 3), count=3)
+        out = postprocess(raw[None], "cardiac", {"largest_component": True, "fill_holes": True})[0]
+        for value in (2, 3):
+            assert not ((out == value) & (raw != value)).any()
+            assert ndimage.label(out == value, np.ones((3, 3, 3)))[1] <= 1
+        lv_filled = np.stack([ndimage.binary_fill_holes(raw[..., k] == 1) for k in range(raw.shape[-1])], -1)
+        assert not ((out == 1) & ~lv_filled).any()
+
+
+def test_postprocess_steps_one_by_one():
+    label = np.zeros((30, 30), np.int64)
+    label[2:14, 2:14] = 1
+    label[5:11, 5:11] = 2        # cup of the large disc, with a hole
+    label[7, 7] = 0
+    label[20:25, 20:25] = 2      # a fragment: cup pixels only, outside the large disc
+    out = postprocess(label, "fundus", {"fill_holes": True})
+    assert out[7, 7] == 2 and (out[20:25, 20:25] == 2).all()
+    out = postprocess(label, "fundus", {"cup_in_disc": True})
+    assert (out[20:25, 20:25] == 1).all()          # the stray cup stays disc, as rim
+    assert out[5, 5] == 2
+    out = postprocess(label, "fundus", {"largest_component": True})
+    assert (out[20:25, 20:25] == 0).all() and out[5, 5] == 2
+    with pytest.raises(ValueError, match="postprocess: unknown step"):
+        postprocess(label, "fundus", {"largest": True})
+    with pytest.raises(ValueError, match="fundus only"):
+        postprocess(label[..., None], "cardiac", {"cup_in_disc": True})
+
+
+def test_tent_adapts_and_restores_the_network():
+    net = tiny_net().eval()
+    before = copy.deepcopy(net.state_dict())
+    flags = {n: p.requires_grad for n, p in net.named_parameters()}
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():  # as in an evaluator
+        plain = inference.TestTimeInferer()(x, net)
+        adapted = inference.TestTimeInferer(tent_steps=3, tent_lr=0.05)(x, net)
+        again = inference.TestTimeInferer()(x, net)
+    assert not torch.allclose(plain, adapted, atol=1e-4)  # the adaptation changed the prediction
+    after = net.state_dict()
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value, atol=0, rtol=0, msg=key)
+    assert {n: p.requires_grad for n, p in net.named_parameters()} == flags
+    assert not any(m.training for m in net.modules())
+    torch.testing.assert_close(again, plain, atol=0, rtol=0)  # the next case sees the original network
+
+
+class DiscByColour(nn.Module):
+    """Segments the synthetic disc by its red brightness (no learning): isolates the refiner."""
+
+    def forward(self, x):
+        red = x[:, 0] * CLIP_STD[0] + CLIP_MEAN[0]
+        disc = (red - 0.66) * 60
+        return torch.stack([-disc, disc, torch.full_like(disc, -30.0)], 1)
+
+
+def _normalised(path):
+    rgb = torch.from_numpy(np.asarray(Image.open(path), np.float32) / 255).permute(2, 0, 1)
+    return ((rgb - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None])[None]
+
+
+def test_two_pass_mode_finds_the_disc_on_a_whole_photograph(tmp_path):
+    photos = write_fundus_photos(tmp_path, count=3, seed=1, image_size=512)
+    refiner = DiscRefiner((128, 128), disc_fraction=0.3)
+    inferer = inference.TestTimeInferer(refine=refiner)
+    for path in photos:
+        truth = read_fundus_label(str(path).replace("/image/", "/mask/")) > 0
+        x = _normalised(path)
+        with torch.no_grad():
+            probs = inferer(x, DiscByColour())
+        assert probs.shape == (1, 3, 512, 512)
+        disc = probs[0].argmax(0).numpy() > 0
+        assert 2 * (disc & truth).sum() / (disc.sum() + truth.sum()) > 0.8
+        # the crop around the disc gives the disc the configured share of its pixels
+        top, left, side = refiner.window(truth, truth.shape)
+        assert abs(truth[top : top + side, left : left + side].mean() - 0.3) < 0.05
+    assert refiner.missed == []
+
+
+def test_two_pass_mode_pads_a_crop_whose_disc_is_large():
+    # a disc crop zoomed in: the square that gives the disc 0.3 of its pixels is larger than the image
+    yy, xx = np.mgrid[0:64, 0:80]
+    truth = np.hypot(yy - 30, xx - 44) < 25
+    red = np.where(truth, 0.9, 0.4)
+    x = ((torch.tensor(np.stack([red, red * 0.6, red * 0.3]), dtype=torch.float32)
+          - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None])[None]
+    refiner = DiscRefiner((32, 32), disc_fraction=0.3)
+    top, left, side = refiner.window(truth, truth.shape)
+    assert side > 64 and top < 0  # centred on the disc, padded beyond the image
+    with torch.no_grad():
+        disc = inference.TestTimeInferer(refine=refiner)(x, DiscByColour())[0].argmax(0).numpy() > 0
+    assert disc.shape == truth.shape and 2 * (disc & truth).sum() / (disc.sum() + truth.sum()) > 0.95
+
+
+def test_two_pass_mode_reports_a_photograph_without_disc(caplog):
+    refiner = DiscRefiner((64, 64))
+    x = torch.full((1, 3, 100, 120), -1.5)
+    with caplog.at_level(logging.WARNING, logger="emclip.inference"):
+        probs = refiner(x, lambda t: torch.softmax(DiscByColour()(t), 1), names=["blank.png"])
+    assert probs.shape == (1, 3, 100, 120)
+    assert refiner.missed == ["blank.png"] and "no optic disc found in blank.png" in caplog.text
+
+
+def test_predictive_entropy_needs_probabilities():
+    p = torch.softmax(torch.randn(3, 8, 8), 0)
+    u = predictive_entropy(p)
+    assert u.shape == (1, 8, 8) and 0 <= u.min() and u.max() <= 1
+    torch.testing.assert_close(predictive_entropy(torch.full((3, 2, 2), 1 / 3)), torch.ones(1, 2, 2))
+    with pytest.raises(ValueError, match="probabilities"):
+        predictive_entropy(torch.randn(3, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic(root, "fundus", per_domain=3, image_size=96, progress=False)
+    write_synthetic(root, "cardiac", per_domain=1, progress=False)
+    write_fundus_photos(root / "fundus", count=1, image_size=160)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    paths = {}
+    for task, (classes, channels) in {"fundus": (3, 3), "cardiac": (4, 1)}.items():
+        paths[task] = root / f"{task}.pt"
+        torch.save(EMCLIP(classes, em_bases=8, in_channels=channels, prompts=task, encode_text=False).state_dict(), paths[task])
+    return paths
+
+
+def run(files, meta=META, workflow_type="infer", **overrides):
+    workflow = ConfigWorkflow(config_file=files, meta_file=meta, workflow_type=workflow_type, **overrides)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+
+
+def all_steps(**postprocess):
+    """Overrides switching every test-time step on (a fresh dict: the parser edits it in place)."""
+    steps = {"largest_component": True, "fill_holes": True, **postprocess}
+    return {"tta#flips": True, "tent#enabled": True, "uncertainty": True, "postprocess": steps}
+
+
+def test_uncertainty_map_has_the_input_geometry(data, ckpts, tmp_path):
+    source = next((data / "fundus" / "SynthB").rglob("image/*.png"))
+    image = tmp_path / "wide.png"
+    Image.open(source).crop((0, 0, 96, 80)).save(image)
+    run(cfg("inference", "fundus"), input_dir=str(image), output_dir=str(tmp_path / "f"), ckpt_path=str(ckpts["fundus"]),
+        **TINY, **all_steps(cup_in_disc=True))
+    assert Image.open(tmp_path / "f" / "wide.png").size == (96, 80)
+    u = Image.open(tmp_path / "f" / "wide_uncertainty.png")
+    assert u.size == (96, 80) and u.mode == "L"
+    volume = sorted((data / "cardiac").glob("*_sa_ED.nii.gz"))[0]
+    run(cfg("inference", "cardiac"), meta=META_CARDIAC, input_dir=str(volume), output_dir=str(tmp_path / "c"),
+        ckpt_path=str(ckpts["cardiac"]), **TINY, **all_steps(), **{"preprocess#spacing": 3.0})
+    name = volume.name.replace(".nii.gz", "")
+    source, seg, u = (nib.load(p) for p in (volume, tmp_path / "c" / f"{name}_seg.nii.gz", tmp_path / "c" / f"{name}_uncertainty.nii.gz"))
+    assert seg.shape == u.shape == source.shape
+    np.testing.assert_allclose(u.affine, source.affine, atol=1e-4)
+    values = u.get_fdata()
+    assert 0 <= values.min() and values.max() <= 1 + 1e-5 and values.max() > 0  # resampled back in float
+
+
+def test_refine_mode_through_the_inference_config(data, ckpts, tmp_path):
+    photo = next((data / "fundus" / "SynthPhoto").rglob("image/*.png"))
+    run(cfg("inference", "fundus"), input_dir=str(photo), output_dir=str(tmp_path), ckpt_path=str(ckpts["fundus"]),
+        **TINY, **{"refine#enabled": True, "tta#flips": True})
+    assert Image.open(tmp_path / photo.name).size == Image.open(photo).size
+
+
+def test_evaluation_with_uncertainty_scores_and_correlation(data, ckpts, tmp_path):
+    common = {"bundle_root": str(tmp_path), "ckpt_path": str(ckpts["fundus"]), "output_dir": str(tmp_path / "eval"),
+              "dataset_dir": str(data / "fundus"), "train_domains": ["SynthA"], "eval_domains": ["SynthB"], **TINY}
+    run(cfg("train", "evaluate", "fundus"), workflow_type="train", **common, **all_steps())
+    rows = read_csv(tmp_path / "eval" / "metrics_per_case.csv")
+    assert list(rows[0]) == ["domain", "case", "class", "dice", "hd95", "uncertainty"]
+    assert all(0 <= float(r["uncertainty"]) <= 1 for r in rows)
+    correlation = read_csv(tmp_path / "eval" / "uncertainty_correlation.csv")
+    assert {(r["domain"], r["class"]) for r in correlation} == {(d, c) for d in ("SynthB", "all") for c in ("OD", "OC")}
+    assert "Uncertainty against Dice" in (tmp_path / "eval" / "metrics_summary.md").read_text()
+    run(cfg("train", "evaluate", "cardiac"), meta=META_CARDIAC, workflow_type="train",
+        **{**common, "ckpt_path": str(ckpts["cardiac"]), "dataset_dir": str(data / "cardiac"), "train_domains": ["A"],
+           "eval_domains": ["B"], "preprocess#spacing": 3.0}, **all_steps())
+    rows = read_csv(tmp_path / "eval" / "metrics_per_case.csv")
+    assert {r["class"] for r in rows} == {"LV", "MYO", "RV"} and "uncertainty" in rows[0]
+
+
+def test_reports_correlate_the_uncertainty_score_with_dice(tmp_path):
+    from emclip.reports import uncertainty_correlation, write_reports
+
+    rows = [{"domain": d, "case": f"c{i}", "class": c, "dice": 1 - 0.1 * i, "hd95": 1.0, "uncertainty": 0.05 * i}
+            for d in ("B", "C") for i in range(5) for c in ("OD", "OC")]
+    rows[0] = {**rows[0], "uncertainty": 0.12}  # the best OD case of B ranked third most uncertain: rho -0.7
+    rho = {(e["domain"], e["class"]): e["spearman"] for e in uncertainty_correlation(rows, "fundus")}
+    assert rho[("C", "OD")] == pytest.approx(-1.0) and rho[("B", "OD")] == pytest.approx(-0.7)
+    paths = write_reports(rows, tmp_path, "fundus")
+    assert list(read_csv(paths["per_case_csv"])[0]) == ["domain", "case", "class", "dice", "hd95", "uncertainty"]
+    assert {r["metric"] for r in read_csv(paths["summary_csv"])} == {"dice", "hd95", "uncertainty"}
+    assert len(read_csv(paths["correlation_csv"])) == 3 * 2  # B, C, all x OD, OC
+    with pytest.raises(ValueError, match="score every case or none"):
+        write_reports(rows + [{"domain": "B", "case": "x", "class": "OD", "dice": 1.0, "hd95": 0.0}], tmp_path, "fundus")
