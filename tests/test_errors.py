@@ -4,6 +4,7 @@ status, no abort, skipped inference inputs, atomic checkpoints and resume after 
 Subprocess tests run the real `python -m monai.bundle run ...` command on tiny synthetic data.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -404,4 +405,15 @@ def test_damaged_resume_checkpoint_names_ckpt_dir(tmp_path):
     assert str(err.value) == (
         f"ckpt_dir: {tmp_path / 'checkpoint_checkpoint_epoch=3.pt'}: not a PyTorch checkpoint; the file is 0 bytes: "
         "an empty file; delete it, or start over with --resume False"
+    )
+
+
+def test_prompts_of_another_class_count_name_the_key(good, tmp_path):
+    prompts = tmp_path / "two.json"
+    prompts.write_text(json.dumps({"classes": {"background": ["a photo"], "disc": ["the optic disc"]}}))
+    status, lines = train(tmp_path, good, "--network_def#prompts", str(prompts))
+    assert status == 1
+    assert lines[-1] == (
+        "network_def#prompts: num_classes=3 but the prompt file has 2 prompt sets (['background', 'disc']); "
+        "give one prompt set per output class, background included"
     )

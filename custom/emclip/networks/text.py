@@ -12,7 +12,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["load_prompts", "encode_class_prompts", "ClassTextEmbeddings"]
+__all__ = ["PromptsError", "load_prompts", "encode_class_prompts", "ClassTextEmbeddings"]
+
+
+class PromptsError(ValueError):
+    """A prompt set that does not fit the network; the message names the key ``network_def#prompts``."""
 
 
 def load_prompts(prompts: str | os.PathLike | dict[str, Any]) -> dict[str, list[str]]:
@@ -29,16 +33,18 @@ def load_prompts(prompts: str | os.PathLike | dict[str, Any]) -> dict[str, list[
         if not text.endswith(".json") and not os.path.exists(text):
             packaged = resources.files("emclip") / "prompts" / f"{text}.json"
             if not packaged.is_file():
-                raise FileNotFoundError(f"no prompt set {text!r}: not a file and not a packaged set (fundus, cardiac)")
+                raise PromptsError(
+                    f"network_def#prompts: no prompt set {text!r}: not a file and not a packaged set (fundus, cardiac)"
+                )
             text = str(packaged)
         with open(text, encoding="utf-8") as f:
             data, source = json.load(f), text
     classes = data.get("classes", data)
     if not isinstance(classes, dict) or not classes:
-        raise ValueError(f"{source}: expected a non-empty 'classes' object mapping class names to sentences")
+        raise PromptsError(f"network_def#prompts: {source}: expected a non-empty 'classes' object mapping class names to sentences")
     for name, sentences in classes.items():
         if not isinstance(sentences, list) or not sentences or not all(isinstance(s, str) for s in sentences):
-            raise ValueError(f"{source}: class {name!r} needs a non-empty list of sentences")
+            raise PromptsError(f"network_def#prompts: {source}: class {name!r} needs a non-empty list of sentences")
     return {str(k): list(v) for k, v in classes.items()}
 
 
@@ -97,9 +103,9 @@ class ClassTextEmbeddings(nn.Module):
             return
         sets = load_prompts(prompts)
         if len(sets) != num_classes:
-            raise ValueError(
-                f"num_classes={num_classes} but the prompt file has {len(sets)} prompt sets ({list(sets)}); "
-                "give one prompt set per output class, background included"
+            raise PromptsError(
+                f"network_def#prompts: num_classes={num_classes} but the prompt file has {len(sets)} prompt sets "
+                f"({list(sets)}); give one prompt set per output class, background included"
             )
         self.class_names = list(sets)
         self.prompts = sets

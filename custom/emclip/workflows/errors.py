@@ -18,12 +18,13 @@ import traceback
 from types import TracebackType
 
 from emclip.data.common import DataError
+from emclip.networks.text import PromptsError
 from emclip.workflows.checks import ConfigError
 
 __all__ = ["BUNDLE_ERRORS", "TRACEBACK_ENV", "bundle_message", "install_excepthook"]
 
 # the errors the bundle raises on purpose, each with a message that names the key or file
-BUNDLE_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError)
+BUNDLE_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, PromptsError)
 TRACEBACK_ENV = "EMCLIP_TRACEBACK"
 
 
