@@ -7,7 +7,7 @@ import zipfile
 import torch
 from conftest import tiny_net
 from test_bundle import LOGGING, META, TINY, cfg, cli, run
-from test_packaging import monai_bundle
+from test_packaging import bundle_python
 
 from emclip.networks import EMCLIP
 from emclip.packaging import BUNDLE_NAMES, package
@@ -80,7 +80,7 @@ def test_fine_tuned_text_tower_round_trip(tmp_path):
     with zipfile.ZipFile(archive) as z:
         z.extractall(tmp_path / "unpacked")
     bundle = tmp_path / "unpacked" / BUNDLE_NAMES["fundus"]
-    monai_bundle(bundle, ["run", "inferring", "--meta_file", "configs/metadata.json", "--config_file",
-                          "configs/inference.yaml", "--logging_file", "configs/logging.conf",
-                          "--input_dir", str(image), "--spatial_size", "[64, 64]", "--network_def#em_bases", "8"])
+    bundle_python(bundle, "-m", "monai.bundle", "run", "inferring", "--meta_file", "configs/metadata.json", "--config_file",
+                  "configs/inference.yaml", "--logging_file", "configs/logging.conf",
+                  "--input_dir", str(image), "--spatial_size", "[64, 64]", "--network_def#em_bases", "8")
     assert (bundle / "predictions" / image.name).is_file()
