@@ -505,6 +505,7 @@ def main() -> None:
         parser.error("no finished run to report")
     wall = time.perf_counter() - start
     header = (f"Measured by `python -m emclip.benchmarks.dg --data-root {args.data_root}"
+              f"{f' --settings {args.settings}' if args.settings != SETTINGS else ''}"
               f"{f' --variant {args.variant}' if args.variant else ''}` on {cpu_name()}, "
               f"{os.cpu_count()} CPU cores, Python {platform.python_version()}; {len(runs) - missing} of {len(runs)} "
               f"planned runs; training and evaluation times per run are in dg_runs.csv.")
