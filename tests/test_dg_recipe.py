@@ -122,7 +122,7 @@ def test_consistency_is_zero_for_identical_views_and_positive_otherwise():
 
 @pytest.mark.parametrize("task", ["fundus", "cardiac"])
 def test_bundle_trains_with_the_whole_recipe(task, tmp_path):
-    from test_bundle import TINY, TINY_CARDIAC, cfg, run
+    from test_bundle import META, META_CARDIAC, TINY, TINY_CARDIAC, cfg, run
 
     from emclip.data import write_synthetic
 
@@ -136,7 +136,7 @@ def test_bundle_trains_with_the_whole_recipe(task, tmp_path):
         "val_fraction": 0.0,
     }
     batch = run(
-        cfg("train", task), bundle_root=str(tmp_path / "b"), dataset_dir=str(tmp_path / "data" / task),
+        cfg("train", task), meta=META_CARDIAC if task == "cardiac" else META, bundle_root=str(tmp_path / "b"), dataset_dir=str(tmp_path / "data" / task),
         train_domains=["A" if task == "cardiac" else "SynthA"], keep="train#dataset", **overrides,
     )
     assert isinstance(batch[0], list) and len(batch[0]) == 2  # two views per item
