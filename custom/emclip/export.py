@@ -140,6 +140,7 @@ def _network(config_files: Sequence[str], meta_file: str | None, ckpt: str) -> t
     from monai.bundle import ConfigParser
 
     from emclip.workflows import check_checkpoint
+    from emclip.workflows.checks import load_weights
 
     parser = ConfigParser()
     parser.read_config(list(config_files))
@@ -149,8 +150,7 @@ def _network(config_files: Sequence[str], meta_file: str | None, ckpt: str) -> t
         if key not in parser:
             raise KeyError(f"{config_files}: no {key!r}; pass the bundle's inference config")
     net = parser.get_parsed_content("network_def").eval()
-    state = torch.load(check_checkpoint(ckpt, parser.get_parsed_content("num_classes")), map_location="cpu",
-                       weights_only=True)
+    state = load_weights(check_checkpoint(ckpt, parser.get_parsed_content("num_classes"), net))
     net.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
     shape = [1, int(parser.get_parsed_content("in_channels")), *parser.get_parsed_content("spatial_size")]
     return net, shape
