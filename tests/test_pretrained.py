@@ -82,7 +82,7 @@ def test_overlay_builds_the_pretrained_network_for_training_and_inference(vit_b1
 def test_overlay_applies_to_cardiac(workflow):
     parser = overlay(workflow, "cardiac")
     assert parser.get_parsed_content("backbone") == "ViT-B-16"
-    assert parser.get_parsed_content("inferer#roi_size") == [224, 224]  # slice by slice at the overlay's size
+    assert parser.get_parsed_content("base_inferer#roi_size") == [224, 224]  # slice by slice at the overlay's size
     assert parser.get_parsed_content("network_def#in_channels") == 1
     assert parser.get_parsed_content("normalize") is True
 
