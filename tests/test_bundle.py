@@ -20,7 +20,7 @@ META_CARDIAC = [META, str(CONFIGS / "metadata_cardiac.json")]
 LOGGING = str(CONFIGS / "logging.conf")
 # small and fast: 64 x 64 inputs, one epoch, a narrow EM
 TINY = {"epochs": 1, "batch_size": 2, "num_workers": 0, "spatial_size": [64, 64], "network_def#em_bases": 8}
-TINY_CARDIAC = {**TINY, "preprocess#spacing": 3.0}
+TINY_CARDIAC = {**TINY, "spacing": 3.0}
 
 
 def cfg(*names):
@@ -86,7 +86,7 @@ def test_train_writes_checkpoints_and_resume_continues(fundus_run, data):
 
 def test_mlflow_tracking(data, tmp_path):
     pytest.importorskip("mlflow")
-    run(cfg("train"), tracking="mlflow", bundle_root=str(tmp_path), dataset_dir=str(data / "fundus"),
+    run(cfg("train", "fundus"), tracking="mlflow", bundle_root=str(tmp_path), dataset_dir=str(data / "fundus"),
         train_domains=["SynthA"], **TINY)
     runs = tmp_path / "runs" / "fundus"
     assert (runs / "mlruns.db").is_file() and (runs / "mlruns").is_dir()
@@ -137,7 +137,7 @@ def test_cardiac_train_evaluate_infer_keep_geometry(data, tmp_path):
     run(
         cfg("inference", "cardiac"), meta=META_CARDIAC, workflow_type="infer", bundle_root=str(tmp_path),
         input_dir=str(volume), output_dir=str(tmp_path / "pred"), spatial_size=[64, 64],
-        **{"network_def#em_bases": 8, "preprocess#spacing": 3.0},
+        **{"network_def#em_bases": 8, "spacing": 3.0},
     )
     (pred,) = (tmp_path / "pred").glob("*.nii.gz")
     source, result = nib.load(volume), nib.load(pred)
@@ -149,10 +149,10 @@ def test_cardiac_train_evaluate_infer_keep_geometry(data, tmp_path):
 @pytest.mark.parametrize(
     "files,meta,kind,task",
     [
-        (("train",), META, "train", "fundus"),
+        (("train", "fundus"), META, "train", "fundus"),
         (("train", "cardiac"), META_CARDIAC, "train", "cardiac"),
-        (("train", "evaluate"), META, "train", "fundus"),
-        (("inference",), META, "infer", "fundus"),
+        (("train", "evaluate", "fundus"), META, "train", "fundus"),
+        (("inference", "fundus"), META, "infer", "fundus"),
         (("inference", "cardiac"), META_CARDIAC, "infer", "cardiac"),
     ],
 )
@@ -204,17 +204,20 @@ def test_configuration_errors_name_the_key(data, tmp_path):
 
     common = {"bundle_root": str(tmp_path), **TINY}
     with pytest.raises(Exception) as err:
-        run(cfg("train"), dataset_dir=str(data / "fundus"), train_domains=["Nowhere"], **common)
+        run(cfg("train", "fundus"), dataset_dir=str(data / "fundus"), train_domains=["Nowhere"], **common)
     message = chained(err, ConfigError)
     assert "train_domains" in message and "Nowhere" in message and "SynthA" in message
     with pytest.raises(Exception) as err:
-        run(cfg("train"), dataset_dir=str(tmp_path / "missing"), **common)
+        run(cfg("train", "fundus"), dataset_dir=str(tmp_path / "missing"), **common)
     message = chained(err, ConfigError)
     assert message.startswith("dataset_dir") and "missing" in message
+    with pytest.raises(Exception) as err:  # a workflow config without a task overlay
+        run(cfg("train"), dataset_dir=str(data / "fundus"), **common)
+    assert chained(err, ConfigError).startswith("task: no task overlay in --config_file; add bundle/configs/fundus.yaml")
     cardiac_ckpt = tmp_path / "cardiac.pt"
     torch.save(tiny_net(4, in_channels=1).state_dict(), cardiac_ckpt)
     with pytest.raises(Exception) as err:
-        run(cfg("inference"), workflow_type="infer", bundle_root=str(tmp_path), ckpt_path=str(cardiac_ckpt),
+        run(cfg("inference", "fundus"), workflow_type="infer", bundle_root=str(tmp_path), ckpt_path=str(cardiac_ckpt),
             input_dir=str(next((data / "fundus" / "SynthB").rglob("image/*.png"))))
     message = chained(err, ConfigError)
     assert message.startswith("ckpt_path") and "4 classes" in message and "num_classes=3" in message
@@ -222,10 +225,10 @@ def test_configuration_errors_name_the_key(data, tmp_path):
 
 def test_model_zoo_checks(fundus_run, tmp_path):
     cli("verify_metadata", "--meta_file", META, "--filepath", str(CONFIGS / "meta_schema.json"))
-    cli("verify_net_in_out", "network_def", "--meta_file", META, "--config_file", str(CONFIGS / "inference.yaml"))
+    cli("verify_net_in_out", "network_def", "--meta_file", META, "--config_file", str(cfg("inference", "fundus")))
     cli("verify_net_in_out", "network_def", "--meta_file", str(META_CARDIAC), "--config_file", str(cfg("inference", "cardiac")))
     ckpt = str(fundus_run / "models" / "fundus" / "model.pt")
-    common = ["--meta_file", META, "--config_file", str(CONFIGS / "inference.yaml"), "--ckpt_file", ckpt,
+    common = ["--meta_file", META, "--config_file", str(cfg("inference", "fundus")), "--ckpt_file", ckpt,
               "--use_trace", "True", "--input_shape", "[1, 3, 64, 64]",
               "--spatial_size", "[64, 64]", "--network_def#em_bases", "8"]
     cli("ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"), *common)
@@ -244,7 +247,7 @@ def test_model_zoo_checks(fundus_run, tmp_path):
 
 def test_two_process_ddp_training_on_cpu(data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    files = str(cfg("train", "multi_gpu_train")).replace("'", '"')
+    files = str(cfg("train", "multi_gpu_train", "fundus")).replace("'", '"')
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run", "training",
          "--meta_file", META, "--config_file", files, "--logging_file", LOGGING,

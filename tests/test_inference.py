@@ -241,7 +241,7 @@ def test_uncertainty_map_has_the_input_geometry(data, ckpts, tmp_path):
     assert u.size == (96, 80) and u.mode == "L"
     volume = sorted((data / "cardiac").glob("*_sa_ED.nii.gz"))[0]
     run(cfg("inference", "cardiac"), meta=META_CARDIAC, input_dir=str(volume), output_dir=str(tmp_path / "c"),
-        ckpt_path=str(ckpts["cardiac"]), **TINY, **all_steps(), **{"preprocess#spacing": 3.0})
+        ckpt_path=str(ckpts["cardiac"]), **TINY, **all_steps(), **{"spacing": 3.0})
     name = volume.name.replace(".nii.gz", "")
     source, seg, u = (nib.load(p) for p in (volume, tmp_path / "c" / f"{name}_seg.nii.gz", tmp_path / "c" / f"{name}_uncertainty.nii.gz"))
     assert seg.shape == u.shape == source.shape
@@ -269,7 +269,7 @@ def test_evaluation_with_uncertainty_scores_and_correlation(data, ckpts, tmp_pat
     assert "Uncertainty against Dice" in (tmp_path / "eval" / "metrics_summary.md").read_text()
     run(cfg("train", "evaluate", "cardiac"), meta=META_CARDIAC, workflow_type="train",
         **{**common, "ckpt_path": str(ckpts["cardiac"]), "dataset_dir": str(data / "cardiac"), "train_domains": ["A"],
-           "eval_domains": ["B"], "preprocess#spacing": 3.0}, **all_steps())
+           "eval_domains": ["B"], "spacing": 3.0}, **all_steps())
     rows = read_csv(tmp_path / "eval" / "metrics_per_case.csv")
     assert {r["class"] for r in rows} == {"LV", "MYO", "RV"} and "uncertainty" in rows[0]
 

@@ -68,7 +68,7 @@ def test_fine_tuned_text_tower_round_trip(tmp_path):
     assert (root / "predictions" / "fundus" / image.name).is_file()
 
     cli("ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"), "--meta_file", META,
-        "--config_file", str(cfg("inference")), "--ckpt_file", str(ckpt), "--use_trace", "True",
+        "--config_file", str(cfg("inference", "fundus")), "--ckpt_file", str(ckpt), "--use_trace", "True",
         "--input_shape", "[1, 3, 64, 64]", "--spatial_size", "[64, 64]", "--network_def#em_bases", "8")
     eager = EMCLIP(3, em_bases=8, encode_text=False).eval()
     eager.load_state_dict(state)

@@ -11,33 +11,14 @@ from __future__ import annotations
 import argparse
 import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from emclip.configs import bundle_command, list_arg
 from emclip.data import build_datalist, write_synthetic
 
-CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
-# train domain and meta files per task; the synthetic set names its domains like the real data
-TASKS = {
-    "fundus": ("SynthA", ["metadata.json"]),
-    "cardiac": ("A", ["metadata.json", "metadata_cardiac.json"]),
-}
-
-
-def _list(items: list[str]) -> str:
-    return "[" + ",".join(f"'{i}'" for i in items) + "]"
-
-
-def bundle_command(workflow: str, configs: list[str], task: str, **overrides: object) -> list[str]:
-    """``python -m monai.bundle run <workflow>`` with the task overlay and the overrides."""
-    files = [str(CONFIGS / f"{c}.yaml") for c in configs + [task]]
-    meta = [str(CONFIGS / m) for m in TASKS[task][1]]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--meta_file", _list(meta),
-           "--config_file", _list(files), "--logging_file", str(CONFIGS / "logging.conf")]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", str(value)]
-    return cmd
+# the source domain of each demo task; the synthetic set names its domains like the real data
+DEMO_DOMAINS = {"fundus": "SynthA", "cardiac": "A"}
 
 
 def step(title: str, cmd: list[str]) -> None:
@@ -48,8 +29,8 @@ def step(title: str, cmd: list[str]) -> None:
 
 
 def run_task(task: str, root: Path, epochs: int) -> None:
-    domain = TASKS[task][0]
-    common = {"bundle_root": root / "bundle", "dataset_dir": root / "data" / task, "train_domains": _list([domain])}
+    domain = DEMO_DOMAINS[task]
+    common = {"bundle_root": root / "bundle", "dataset_dir": root / "data" / task, "train_domains": list_arg([domain])}
     # a small batch gives the dozen synthetic training images several steps per epoch
     step(f"{task}: train on {domain}", bundle_command("training", ["train"], task, epochs=epochs, batch_size=4, **common))
     step(f"{task}: evaluate on the unseen domains", bundle_command("evaluating", ["train", "evaluate"], task, **common))
@@ -60,12 +41,12 @@ def run_task(task: str, root: Path, epochs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=["both", *TASKS], default="both")
+    parser.add_argument("--task", choices=["both", *DEMO_DOMAINS], default="both")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--output", type=Path, default=Path("demo"))
     args = parser.parse_args()
     root = args.output.resolve()
-    tasks = list(TASKS) if args.task == "both" else [args.task]
+    tasks = list(DEMO_DOMAINS) if args.task == "both" else [args.task]
     start = time.perf_counter()
     for task in tasks:
         write_synthetic(root / "data", task, seed=0)

@@ -1,9 +1,10 @@
-"""Data for EM-CLIP: readers, datalists and domain splits, transforms, style randomisation,
-cached datasets and a synthetic multi-domain generator, for fundus (optic disc/cup) and cardiac
-(M&Ms short-axis MRI) segmentation. Messages go to the ``emclip.data`` logger.
+"""Data for EM-CLIP: readers (fundus, M&Ms cardiac MRI, any 2D task in the generic layout),
+datalists and domain splits, transforms, style randomisation, cached datasets and a synthetic
+multi-domain generator. The task overlays assemble the pipeline from these; ``task_transforms``
+reads it back in Python. Messages go to the ``emclip.data`` logger.
 
 Names are imported from their submodules on first use, so that the command line modules
-(``python -m emclip.data.datalist`` / ``.synthetic`` / ``.profile_loading``) start without
+(``python -m emclip.data.datalist`` / ``.synthetic``) start without
 importing MONAI twice or importing one another.
 """
 
@@ -19,39 +20,44 @@ _EXPORTS: dict[str, str] = {
     "labelled_slices": "cardiac",
     "read_info_csv": "cardiac",
     "DataError": "common",
+    "IMAGE_SUFFIXES": "common",
     "build_datalist": "datalist",
     "leave_one_domain_out": "datalist",
     "list_domains": "datalist",
     "load_datalist": "datalist",
     "save_datalist": "datalist",
+    "sort_items": "datalist",
     "split_domains": "datalist",
     "summarize": "datalist",
     "cache_nbytes": "datasets",
     "expand_slices": "datasets",
     "make_dataset": "datasets",
     "make_slice_dataset": "datasets",
-    "training_dataset": "datasets",
     "FUNDUS_CLASSES": "fundus",
     "MASK_FORMATS": "fundus",
     "find_fundus_items": "fundus",
     "read_fundus_label": "fundus",
+    "find_2d_items": "generic",
+    "chain": "pipeline",
+    "task_transforms": "pipeline",
     "RandGIN": "style",
     "RandGINd": "style",
     "RandGINMixd": "style",
     "RandLocationScaled": "style",
     "write_fundus_photos": "synthetic",
     "write_synthetic": "synthetic",
-    "AUGMENTATIONS": "transforms",
     "CLIP_MEAN": "transforms",
     "CLIP_STD": "transforms",
+    "CheckLabelsd": "transforms",
+    "CheckSameShaped": "transforms",
+    "ImageMode": "transforms",
+    "LoadFundusLabeld": "transforms",
     "RandHueSaturationd": "transforms",
+    "ReadImaged": "transforms",
+    "SelectFramed": "transforms",
     "RepeatViewsd": "transforms",
     "ZoomInPlaned": "transforms",
-    "augmentation": "transforms",
-    "evaluation_transforms": "transforms",
-    "normalization": "transforms",
-    "preprocessing": "transforms",
-    "training_transforms": "transforms",
+    "to_rgb": "transforms",
 }
 
 __all__ = sorted(_EXPORTS)

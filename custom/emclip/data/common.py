@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
-__all__ = ["DataError", "IMAGE_SUFFIXES", "ServedDataError", "chained_error", "input_error", "logger"]
+__all__ = ["DataError", "IMAGE_SUFFIXES", "ServedDataError", "chained_error", "image_files", "input_error", "logger"]
 
 logger = logging.getLogger("emclip.data")
 
 # Suffixes of 2D images and masks, compared in lower case.
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def image_files(folder: Path) -> dict[str, Path]:
+    """Map file stem -> path for the 2D image files directly inside ``folder``."""
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
 
 
 class DataError(ValueError):

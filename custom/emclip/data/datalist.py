@@ -24,14 +24,17 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Any
 from pathlib import Path
 
-from .cardiac import find_cardiac_items, labelled_slices
+from emclip.configs import load_config
+
+from .cardiac import labelled_slices
 from .common import DataError
-from .fundus import find_fundus_items
 
 __all__ = [
     "build_datalist",
+    "sort_items",
     "leave_one_domain_out",
     "list_domains",
     "load_datalist",
@@ -42,33 +45,27 @@ __all__ = [
 ]
 
 
-def build_datalist(
-    root: str | Path,
-    task: str,
-    mask_format: str = "auto",
-    csv_path: str | Path | None = None,
-    missing_label: str = "error",
-) -> list[dict]:
-    """List every labelled item of a data root; the layout is detected from the files.
+def sort_items(items: Iterable[dict]) -> list[dict]:
+    """Items in datalist order: by domain, split, image file and frame."""
+    return sorted(items, key=lambda it: (it["domain"], it["split"], str(it["image"]), it.get("frame", 0)))
+
+
+def build_datalist(root: str | Path, task: str | Path, **options: Any) -> list[dict]:
+    """List every labelled item of a data root with the task overlay's ``datalist`` reader.
 
     Args:
-        root: data root (fundus: one folder per domain; cardiac: searched recursively).
-        task: ``"fundus"`` or ``"cardiac"``.
-        mask_format: fundus mask encoding (``"auto"``, ``"dofe"``, ``"index"``, ``"disc_cup_pair"``).
-        csv_path: cardiac information CSV; found under ``root`` by default.
-        missing_label: ``"error"`` or ``"skip"`` (counted and logged) for an image without mask.
+        root: data root in the layout the reader expects (fundus: one folder per domain; cardiac:
+            searched recursively; ``task_2d``: ``<domain>/<split>/{image,label}``).
+        task: an overlay name in ``bundle/configs`` or an overlay's path.
+        options: the reader's own options, overriding the overlay's (e.g. fundus ``mask_format``,
+            cardiac ``csv_path``, ``missing_label="skip"`` to count and log an image without label).
 
     Returns:
         Items with ``image``, ``label``, ``domain``, ``subject``, ``split`` (cardiac also ``phase``
         and ``frame``), sorted by domain, split and file.
     """
-    if task == "fundus":
-        items = find_fundus_items(root, mask_format, missing_label)
-    elif task == "cardiac":
-        items = find_cardiac_items(root, csv_path, missing_label)
-    else:
-        raise ValueError(f"unknown task {task!r}; expected 'fundus' or 'cardiac'")
-    return sorted(items, key=lambda it: (it["domain"], it["split"], it["image"], it.get("frame", 0)))
+    find = load_config(task).get_parsed_content("datalist")
+    return sort_items(find(root, **options))
 
 
 def list_domains(items: Iterable[dict]) -> list[str]:
@@ -200,11 +197,11 @@ def load_datalist(path: str | Path, key: str = "all") -> list[dict]:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command line entry point; returns what it wrote."""
     parser = argparse.ArgumentParser(prog="python -m emclip.data.datalist", description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True, choices=("fundus", "cardiac"))
+    parser.add_argument("--task", required=True, help="task overlay: fundus, cardiac, task_2d or an overlay's path")
     parser.add_argument("--root", required=True, help="data root")
     parser.add_argument("--output", default=None, help="JSON file to write (required unless --check)")
     parser.add_argument("--check", action="store_true", help="read every image and label once and list every problem")
-    parser.add_argument("--mask-format", default="auto", help="fundus mask encoding: auto, dofe, index, disc_cup_pair")
+    parser.add_argument("--mask-format", default=None, help="fundus mask encoding: auto, dofe, index, disc_cup_pair")
     parser.add_argument("--csv", default=None, help="cardiac information CSV (default: found under --root)")
     parser.add_argument("--skip-missing-labels", action="store_true", help="skip (and count) images without mask")
     parser.add_argument("--train-domains", nargs="+", default=None, help="also write training/validation/testing")
@@ -215,15 +212,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.output is None and not args.check:
         parser.error("--output is required unless --check is given")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # only the options given: each reader takes its own
+    given = {"mask_format": args.mask_format, "csv_path": args.csv, "missing_label": "skip" if args.skip_missing_labels else None}
+    options = {k: v for k, v in given.items() if v is not None}
     try:
-        items = build_datalist(
-            args.root, args.task, args.mask_format, args.csv, "skip" if args.skip_missing_labels else "error"
-        )
+        items = build_datalist(args.root, args.task, **options)
     except DataError as err:
         parser.exit(1, f"{err}\n")
+    overrides = {"mask_format": args.mask_format} if args.mask_format else {}
     if args.check:
-        return _check(parser, items, args.task, args.mask_format)
-    counts = summarize(items, count_slices=args.task == "cardiac")
+        return _check(parser, items, args.task, overrides)
+    volumes = any(str(it["label"]).endswith((".nii", ".nii.gz")) for it in items)
+    counts = summarize(items, count_slices=volumes)
     payload: dict = {"task": args.task, "root": str(Path(args.root).resolve()), "counts": counts}
     if args.train_domains:
         parts = split_domains(items, args.train_domains, args.eval_domains, args.val_fraction, args.seed)
@@ -240,10 +240,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return payload
 
 
-def _check(parser: argparse.ArgumentParser, items: Sequence[dict], task: str, mask_format: str) -> dict:
-    from .datasets import screen_items  # imports MONAI, which the rest of this command does not need
+def _check(parser: argparse.ArgumentParser, items: Sequence[dict], task: str, overrides: dict) -> dict:
+    # import MONAI only here: the rest of this command does not need it
+    from .datasets import screen_items
+    from .pipeline import task_transforms
 
-    screen = screen_items(items, task, {"mask_format": mask_format} if task == "fundus" else None)
+    screen = screen_items(items, task_transforms(task, "preprocess", overrides=overrides))
     for kind, messages in (("warning", screen.warnings), ("error", screen.errors)):
         for message in messages:
             print(f"{kind}: {message}")

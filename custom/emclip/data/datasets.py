@@ -5,7 +5,7 @@
 ``preprocessing`` first. Filling a cache screens every item (:class:`ItemScreen`): the problems
 of all items are listed in one ``DataError`` once the cache is full, instead of the first one
 stopping the fill (in MONAI's cache threads that left the other threads running, and the process
-aborted at exit). Cardiac training runs on 2D slices: ``make_slice_dataset`` preprocesses
+aborted at exit). Training on the 2D slices of volumes (cardiac.yaml): ``make_slice_dataset`` preprocesses
 each volume once (optionally cached on disk), cuts out the labelled slices with ``expand_slices``
 and keeps them in memory.
 """
@@ -24,9 +24,9 @@ from monai.transforms import Compose, RandomizableTrait, Transform
 from tqdm.auto import tqdm
 
 from .common import DataError, chained_error, logger
-from .transforms import CheckLabelsd, CheckSameShaped, augmentation, normalization, preprocessing, training_transforms
+from .transforms import CheckLabelsd, CheckSameShaped
 
-__all__ = ["CACHE_MODES", "ItemScreen", "ScreenedTransform", "cache_nbytes", "screen_items", "expand_slices", "make_dataset", "make_slice_dataset", "training_dataset"]
+__all__ = ["CACHE_MODES", "ItemScreen", "ScreenedTransform", "cache_nbytes", "screen_items", "expand_slices", "make_dataset", "make_slice_dataset"]
 
 CACHE_MODES: tuple[str, ...] = ("memory", "disk", "none")
 
@@ -131,25 +131,24 @@ class ScreenedTransform(Transform):
         return out
 
 
-def screen_items(items: Sequence[dict], task: str, preprocess: dict[str, Any] | None = None, progress: bool = True) -> ItemScreen:
-    """Read every image and label of ``items`` once through the task's preprocessing and screen them.
+def screen_items(items: Sequence[dict], preprocess: Sequence[Callable], progress: bool = True) -> ItemScreen:
+    """Read every image and label of ``items`` once through a preprocessing chain and screen them.
 
-    The same screening as a training cache fill (see :class:`ItemScreen`), without a cache; the
-    preprocessing stops after its last check, since the resampling after it checks nothing and
-    takes most of the time.
+    The same screening as a training cache fill (see :class:`ItemScreen`), without a cache; the chain
+    stops after its last check, since the resampling after it checks nothing and takes most of the time.
 
     Args:
         items: datalist items.
-        task: ``"fundus"`` or ``"cardiac"``.
-        preprocess: options of ``preprocessing``.
+        preprocess: the task's preprocessing, e.g. ``task_transforms("fundus", "preprocess")``.
         progress: show a progress bar.
     """
-    transforms = preprocessing(task, **(preprocess or {}))
-    last = max(i for i, t in enumerate(transforms) if isinstance(t, (CheckSameShaped, CheckLabelsd)))
+    transforms = list(preprocess)
+    checks = [i for i, t in enumerate(transforms) if isinstance(t, (CheckSameShaped, CheckLabelsd))]
+    chain = Compose(transforms[: checks[-1] + 1] if checks else transforms)
     screen = ItemScreen()
-    chain = ScreenedTransform(Compose(transforms[: last + 1]), screen, collect=True)
+    screened = ScreenedTransform(chain, screen, collect=True)
     for item in tqdm(items, desc="Checking") if progress else items:
-        chain(item)
+        screened(item)
     if screen.unexpected is not None:
         raise screen.unexpected
     return screen
@@ -185,8 +184,13 @@ def make_dataset(
     num_workers: int | None = 1,
     progress: bool = True,
     keys: Sequence[str] = ("image", "label"),
+    slices: bool = False,
 ) -> Dataset:
     """A MONAI dataset over ``data`` that caches the deterministic leading transforms.
+
+    With ``slices``, the items are volumes and the dataset holds their labelled 2D slices instead
+    (:func:`make_slice_dataset`: the deterministic transforms run per volume, the random ones per
+    slice), so that a 2D network trains on 3D data with the same config item.
 
     Args:
         data: datalist items (named like MONAI's ``Dataset(data=...)``, which MONAI Label overrides).
@@ -198,6 +202,8 @@ def make_dataset(
         progress: fill the cache now with a progress bar; without it the disk cache fills lazily
             on first access (the memory cache always fills now).
         keys: image key, then label key, for the screening of the cached items.
+        slices: train on the labelled slices along the last axis (cardiac.yaml's ``train_on_slices``);
+            slices are always held in memory, ``"disk"`` also keeps the volumes in ``cache_dir``.
 
     Raises:
         DataError: listing every problem found while the cache filled (see :class:`ItemScreen`);
@@ -207,6 +213,9 @@ def make_dataset(
     transform = _compose(transforms)
     if cache not in CACHE_MODES:
         raise ValueError(f"unknown cache mode {cache!r}; expected one of {CACHE_MODES}")
+    if slices:
+        cached, rest = _split_cached(transform)
+        return make_slice_dataset(data, cached, rest, keys, cache_dir if cache == "disk" else None, progress=progress)
     if cache == "none":
         return Dataset(list(data), transform)
     if cache == "disk" and cache_dir is None:
@@ -279,7 +288,7 @@ def make_slice_dataset(
 
     Args:
         data: volume-level datalist items (named like MONAI's ``Dataset(data=...)``).
-        preprocess: deterministic volume transforms, e.g. ``preprocessing("cardiac")``.
+        preprocess: deterministic volume transforms, e.g. ``task_transforms("cardiac", "preprocess")``.
         transforms: per-slice transforms (augmentation, normalisation), run at every access.
         keys: image key, then label key.
         cache_dir: when given, preprocessed volumes are also cached on disk for later runs.
@@ -293,40 +302,6 @@ def make_slice_dataset(
     slices = expand_slices(_screened(volumes, screen, "Preprocessing volumes" if progress else None), keys, labelled_only)
     screen.report(f"preprocessing {len(data)} volumes")
     return Dataset(slices, _compose(transforms))
-
-
-def training_dataset(
-    data: Sequence[dict],
-    task: str,
-    preprocess: dict[str, Any] | None = None,
-    augment: dict[str, Any] | None = None,
-    normalize: bool | None = None,
-    cache: str = "memory",
-    cache_dir: str | Path | None = None,
-    num_workers: int | None = 1,
-    views: int = 1,
-) -> Dataset:
-    """The training set of a task: fundus images, or the labelled slices of cardiac volumes.
-
-    One entry point for both tasks, so that a bundle's ``train#dataset`` is the same component
-    whatever the task overlay (MONAI Label overrides its ``data``).
-
-    Args:
-        data: training datalist items.
-        task: ``"fundus"`` or ``"cardiac"``.
-        preprocess: options of ``preprocessing``. augment: switches of ``augmentation``.
-        normalize: see ``normalization``.
-        cache: ``"memory"``, ``"disk"`` or ``"none"`` for the deterministic preprocessing (cardiac
-            slices are always held in memory; ``"disk"`` also keeps the volumes in ``cache_dir``).
-        cache_dir: folder of the disk cache.
-        num_workers: threads that fill the memory cache.
-        views: differently styled views per item (2 for the consistency loss; see ``augmentation``).
-    """
-    preprocess, augment = dict(preprocess or {}), dict(augment or {})
-    if task == "cardiac":
-        per_slice = augmentation(task, views=views, **augment) + normalization(task, normalize=normalize)
-        return make_slice_dataset(data, preprocessing(task, **preprocess), per_slice, cache_dir=cache_dir if cache == "disk" else None)
-    return make_dataset(data, training_transforms(task, preprocess=preprocess, augment=augment, normalize=normalize, views=views), cache, cache_dir, num_workers)
 
 
 def cache_nbytes(dataset: Dataset) -> int:

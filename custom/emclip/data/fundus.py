@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .common import IMAGE_SUFFIXES, DataError, logger
+from .common import DataError, image_files, logger
 
 __all__ = [
     "FUNDUS_CLASSES",
@@ -60,11 +60,6 @@ def _values(mask: np.ndarray) -> set[int]:
 def _check_format(mask_format: str) -> None:
     if mask_format not in MASK_FORMATS:
         raise ValueError(f"unknown mask_format {mask_format!r}; expected one of {MASK_FORMATS}")
-
-
-def _image_files(folder: Path) -> dict[str, Path]:
-    """Map file stem -> path for the image files directly inside ``folder``."""
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
 
 
 def _layout_folders(split_dir: Path) -> tuple[Path, Path] | None:
@@ -111,9 +106,9 @@ def find_fundus_items(root: str | Path, mask_format: str = "auto", missing_label
                 logger.warning("ignored %s: it has no image/ or ROIs/image/ folder", split_dir)
                 continue
             image_dir, mask_dir = folders
-            masks = _image_files(mask_dir) if mask_dir.is_dir() else {}
+            masks = image_files(mask_dir) if mask_dir.is_dir() else {}
             used: set[str] = set()
-            for stem, image in _image_files(image_dir).items():
+            for stem, image in image_files(image_dir).items():
                 label, fmt = _match_mask(image, stem, masks, mask_format)
                 if label is None:
                     if missing_label == "error":

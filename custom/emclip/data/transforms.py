@@ -1,11 +1,11 @@
-"""Transform chains: one deterministic preprocessing, configurable augmentation, final normalisation.
+"""The bundle's own transforms; the task overlays (``bundle/configs/<task>.yaml``) assemble them.
 
-``preprocessing`` is the single definition shared by training, evaluation and inference; its
-spatial part (``Resized`` for fundus, ``Spacingd`` + ``ResizeWithPadOrCropd`` for cardiac) is
-recorded on the image so that ``monai.transforms.Invertd`` maps predictions back to the original
-geometry. ``augmentation`` returns the random transforms, each switchable; ``normalization`` goes
-last, after augmentation. In every function ``keys[0]`` is the image and any further keys are label
-maps, which are resampled with nearest interpolation only.
+Readers whose errors name the file (``ReadImaged``, ``LoadFundusLabeld``, ``SelectFramed``), input
+checks (``CheckSameShaped``, ``CheckLabelsd``), colour augmentation (``RandHueSaturationd``), the
+scale-robustness zoom (``ZoomInPlaned``) and the two-view split of the consistency loss
+(``RepeatViewsd``). The style randomisation (GIN, location-scale) is in ``style``. Which of them
+run, in which order and with which options is each overlay's ``preprocess``, ``augment`` and
+``normalization``, read in Python with :func:`emclip.data.task_transforms`.
 """
 
 from __future__ import annotations
@@ -17,68 +17,31 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor, PILReader
-from monai.transforms import (
-    EnsureChannelFirstd,
-    InvertibleTransform,
-    EnsureTyped,
-    LoadImage,
-    MapTransform,
-    NormalizeIntensityd,
-    Rand2DElasticd,
-    RandAdjustContrastd,
-    RandAffined,
-    RandBiasFieldd,
-    RandFlipd,
-    RandGaussianNoised,
-    RandGaussianSmoothd,
-    RandomizableTransform,
-    RandScaleIntensityFixedMeand,
-    RandShiftIntensityd,
-    Resized,
-    ResizeWithPadOrCropd,
-    ScaleIntensityRanged,
-    ScaleIntensityRangePercentilesd,
-    Spacingd,
-    Transform,
-    Zoomd,
-)
+from monai.data import MetaTensor
+from monai.transforms import InvertibleTransform, LoadImage, MapTransform, RandomizableTransform, Transform, Zoomd
 from monai.utils import convert_to_dst_type
 from PIL import Image
 
 from .common import input_error
 from .fundus import read_fundus_label
-from .style import RandGINd, RandGINMixd, RandLocationScaled
 
 __all__ = [
-    "AUGMENTATIONS",
     "CLIP_MEAN",
     "CLIP_STD",
     "CheckLabelsd",
     "CheckSameShaped",
+    "ImageMode",
     "LoadFundusLabeld",
     "RandHueSaturationd",
     "ReadImaged",
     "RepeatViewsd",
     "SelectFramed",
-    "TASKS",
     "ZoomInPlaned",
-    "augmentation",
-    "evaluation_transforms",
-    "normalization",
-    "preprocessing",
-    "training_transforms",
+    "to_rgb",
 ]
 
-TASKS: tuple[str, ...] = ("fundus", "cardiac")
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
-NUM_CLASSES: dict[str, int] = {"fundus": 3, "cardiac": 4}
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
 def _filename(data: Any) -> str:
@@ -86,9 +49,23 @@ def _filename(data: Any) -> str:
     return str(meta.get("filename_or_obj", "<array>"))
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """PIL converter: grey, palette and RGBA fundus photographs become 3-channel RGB."""
-    return image if image.mode == "RGB" else image.convert("RGB")
+class ImageMode:
+    """PIL reader converter to one image mode (``"RGB"``, ``"L"`` grey, ...); a class, not a lambda,
+    so that data-loader worker processes can pickle it.
+
+    Args:
+        mode: the PIL mode every image is converted to.
+    """
+
+    def __init__(self, mode: str = "RGB") -> None:
+        self.mode = mode
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+
+# grey, palette and RGBA fundus photographs become 3-channel RGB
+to_rgb = ImageMode("RGB")
 
 
 class ReadImaged(MapTransform):
@@ -325,257 +302,3 @@ class RepeatViewsd(Transform):
         return [dict(data)] + [
             {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in data.items()} for _ in range(self.views - 1)
         ]
-
-
-_SPATIAL: tuple[str, ...] = ("flip", "affine", "elastic")
-
-
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def _with_defaults(params: dict[str, Any], defaults: dict[str, Any], where: str) -> None:
-    """Fill ``params`` with defaults in place; unknown names are an error."""
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown {where} option(s) {unknown}; known: {sorted(defaults)}")
-    for name, value in defaults.items():
-        params.setdefault(name, value)
-
-
-def preprocessing(task: str, keys: Sequence[str] = ("image", "label"), **params: Any) -> list[Transform]:
-    """The deterministic preprocessing of one item (shared by training, evaluation and inference).
-
-    Args:
-        task: ``"fundus"`` or ``"cardiac"``.
-        keys: image key, then label keys; ``("image",)`` gives the image-only inference chain.
-        params: fundus: ``spatial_size`` (int or pair, default 256; ``None`` keeps the image's own
-            size, for :class:`emclip.inference.DiscRefiner`), ``mask_format`` (default
-            ``"auto"``; an item's own ``mask_format`` other than ``"auto"`` wins). Cardiac: ``spacing`` (in-plane mm,
-            default 1.25), ``spatial_size`` (in-plane int or pair, default 192), ``percentiles``
-            (clip range, default (0.5, 99.5)), ``frame_key`` (default ``"frame"``).
-
-    Returns:
-        Dictionary transforms. Fundus: image ``(3, S, S)`` in ``[0, 1]``, label ``(1, S, S)``.
-        Cardiac: image ``(1, S, S, slices)`` in ``[0, 1]``, label ``(1, S, S, slices)``; the slice
-        axis keeps its original spacing and count.
-    """
-    _check_task(task)
-    keys = list(keys)
-    image, labels = keys[0], keys[1:]
-    if task == "fundus":
-        _with_defaults(params, {"spatial_size": 256, "mask_format": "auto"}, task)
-        chain: list[Transform] = [ReadImaged(image, reader=PILReader(converter=to_rgb)), EnsureChannelFirstd(image)]
-        if labels:
-            chain += [LoadFundusLabeld(labels, params["mask_format"]), CheckSameShaped(keys)]
-        if params["spatial_size"] is not None:  # None: the two-pass refinement resizes by itself
-            # anti-aliasing smooths the image before downsampling; labels only ever see nearest
-            chain.append(Resized(
-                keys, _pair(params["spatial_size"]), mode=["bilinear"] + ["nearest"] * len(labels),
-                anti_aliasing=[True] + [False] * len(labels),
-            ))
-        chain.append(ScaleIntensityRanged(image, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0))  # after resizing: fewer pixels
-        return chain
-    _with_defaults(params, {"spacing": 1.25, "spatial_size": 192, "percentiles": (0.5, 99.5), "frame_key": "frame"}, task)
-    lower, upper = params["percentiles"]
-    spacing = float(params["spacing"])
-    chain = [
-        ReadImaged(keys),
-        EnsureChannelFirstd(keys),
-        SelectFramed(keys, params["frame_key"]),
-        EnsureTyped(keys, dtype=torch.float32),
-    ]
-    if labels:
-        chain += [CheckSameShaped(keys), CheckLabelsd(labels, NUM_CLASSES[task])]
-    chain += [
-        # percentiles before resampling, so that padding does not count
-        ScaleIntensityRangePercentilesd(image, lower, upper, b_min=0.0, b_max=1.0, clip=True),
-        Spacingd(keys, pixdim=(spacing, spacing, -1), mode=["bilinear"] + ["nearest"] * len(labels), dtype=torch.float32),
-        ResizeWithPadOrCropd(keys, (*_pair(params["spatial_size"]), -1)),
-    ]
-    return chain
-
-
-def normalization(task: str, keys: Sequence[str] = ("image",), normalize: bool | None = None) -> list[Transform]:
-    """Intensity normalisation for the network, applied after augmentation.
-
-    Args:
-        task: ``"fundus"`` or ``"cardiac"``.
-        keys: image key first; other keys are ignored.
-        normalize: fundus: CLIP mean/std per channel (default on); cardiac: ``(x - 0.5) / 0.5``
-            (default off). ``None`` takes the task default.
-    """
-    _check_task(task)
-    if normalize is None:
-        normalize = task == "fundus"
-    if not normalize:
-        return []
-    image = keys[0]
-    if task == "fundus":
-        return [NormalizeIntensityd(image, subtrahend=CLIP_MEAN, divisor=CLIP_STD, channel_wise=True)]
-    return [NormalizeIntensityd(image, subtrahend=0.5, divisor=0.5)]
-
-
-# name -> (on by default, default options). Units: rotate in radians (uniform in +-rotate), scale as
-# the +- change of the zoom factor, translate and elastic spacing in pixels, probabilities per call.
-AUGMENTATIONS: dict[str, dict[str, tuple[bool, dict[str, Any]]]] = {
-    "fundus": {
-        "flip": (True, {"prob": 0.5}),
-        "affine": (True, {"prob": 0.5, "rotate": 0.26, "scale": 0.1, "translate": 10}),
-        "elastic": (False, {"prob": 0.2, "spacing": 32, "magnitude": (1.0, 3.0)}),
-        "gin": (True, {"prob": 0.5, "num_layers": 4, "hidden_channels": 2, "kernel_sizes": (1, 3), "alpha": (0.0, 1.0)}),
-        "gin_mix": (False, {"prob": 0.5, "grid": (2, 6), "num_layers": 4, "hidden_channels": 2, "kernel_sizes": (1, 3)}),
-        "location_scale": (False, {"prob": 0.5, "scale": 0.3, "shift": 0.15, "sigma": 2.0, "curve_points": 3}),
-        "gamma": (True, {"prob": 0.3, "gamma": (0.7, 1.5)}),
-        "contrast": (True, {"prob": 0.3, "factor": 0.25}),
-        "brightness": (True, {"prob": 0.3, "offset": 0.1}),
-        "hue_saturation": (True, {"prob": 0.3, "hue": 0.05, "saturation": 0.3}),
-        "blur": (True, {"prob": 0.2, "sigma": (0.25, 1.5)}),
-        "noise": (True, {"prob": 0.2, "std": 0.03}),
-    },
-    "cardiac": {
-        "flip": (True, {"prob": 0.5}),
-        "affine": (True, {"prob": 0.5, "rotate": 0.52, "scale": 0.15, "translate": 10}),
-        "elastic": (True, {"prob": 0.2, "spacing": 24, "magnitude": (1.0, 2.0)}),
-        "gin": (True, {"prob": 0.5, "num_layers": 4, "hidden_channels": 2, "kernel_sizes": (1, 3), "alpha": (0.0, 1.0)}),
-        "gin_mix": (False, {"prob": 0.5, "grid": (2, 6), "num_layers": 4, "hidden_channels": 2, "kernel_sizes": (1, 3)}),
-        "location_scale": (False, {"prob": 0.5, "scale": 0.3, "shift": 0.15, "sigma": 2.0, "curve_points": 3}),
-        "gamma": (True, {"prob": 0.3, "gamma": (0.7, 1.5)}),
-        "contrast": (True, {"prob": 0.3, "factor": 0.25}),
-        "brightness": (True, {"prob": 0.3, "offset": 0.1}),
-        "bias_field": (True, {"prob": 0.3, "coeff": (0.0, 0.3)}),
-        "blur": (True, {"prob": 0.2, "sigma": (0.25, 1.0)}),
-        "noise": (True, {"prob": 0.2, "std": 0.03}),
-    },
-}
-
-
-def _build_augmentation(name: str, image: str, keys: list[str], o: dict[str, Any]) -> list[Transform]:
-    """The transform(s) of one augmentation switch with options ``o`` (2D inputs)."""
-    modes = ["bilinear"] + ["nearest"] * (len(keys) - 1)
-    if name == "flip":
-        return [RandFlipd(keys, prob=o["prob"], spatial_axis=axis) for axis in (0, 1)]
-    if name == "affine":
-        return [
-            RandAffined(
-                keys,
-                prob=o["prob"],
-                rotate_range=o["rotate"],
-                scale_range=(o["scale"], o["scale"]),
-                translate_range=(o["translate"], o["translate"]),
-                mode=modes,
-                padding_mode="zeros",
-            )
-        ]
-    if name == "elastic":
-        return [Rand2DElasticd(keys, o["spacing"], o["magnitude"], prob=o["prob"], mode=modes, padding_mode="zeros")]
-    if name == "gin":
-        return [
-            RandGINd(
-                image,
-                prob=o["prob"],
-                num_layers=o["num_layers"],
-                hidden_channels=o["hidden_channels"],
-                kernel_sizes=o["kernel_sizes"],
-                alpha_range=o["alpha"],
-            )
-        ]
-    if name == "gin_mix":
-        gin = {k: o[k] for k in ("num_layers", "hidden_channels", "kernel_sizes")}
-        # alpha 1: the mixed draws replace the image; the plain GIN switch already blends
-        return [RandGINMixd(image, prob=o["prob"], grid=o["grid"], alpha_range=(1.0, 1.0), **gin)]
-    if name == "location_scale":
-        if len(keys) < 2:
-            raise ValueError("augmentation 'location_scale' needs a label key: it changes each labelled region")
-        return [RandLocationScaled(image, keys[1], prob=o["prob"], scale=o["scale"], shift=o["shift"],
-                                   sigma=o["sigma"], curve_points=o["curve_points"])]
-    if name == "gamma":
-        return [RandAdjustContrastd(image, prob=o["prob"], gamma=o["gamma"])]
-    if name == "contrast":
-        return [RandScaleIntensityFixedMeand(image, factors=o["factor"], prob=o["prob"])]
-    if name == "brightness":
-        return [RandShiftIntensityd(image, offsets=o["offset"], prob=o["prob"])]
-    if name == "hue_saturation":
-        return [RandHueSaturationd(image, prob=o["prob"], hue=o["hue"], saturation=o["saturation"])]
-    if name == "bias_field":
-        return [RandBiasFieldd(image, coeff_range=o["coeff"], prob=o["prob"])]
-    if name == "blur":
-        return [RandGaussianSmoothd(image, sigma_x=o["sigma"], sigma_y=o["sigma"], prob=o["prob"])]
-    if name == "noise":
-        return [RandGaussianNoised(image, prob=o["prob"], std=o["std"])]
-    raise AssertionError(f"no builder for augmentation {name!r}")  # AUGMENTATIONS and builders disagree
-
-
-def augmentation(
-    task: str, keys: Sequence[str] = ("image", "label"), views: int = 1, **switches: bool | dict[str, Any] | None
-) -> list[Transform]:
-    """Random domain-generalisation augmentation of 2D items (fundus images, cardiac slices).
-
-    Order: spatial (flip, affine = rotation/scaling/translation, elastic), GIN style randomisation
-    (whole image, then region-wise mixing), label-aware location-scale, intensity and colour
-    (gamma, contrast, brightness, hue/saturation, bias field), blur, noise, then a clip of the
-    image to ``[0, 1]``. Spatial transforms move labels with nearest interpolation and pad with 0
-    (background).
-
-    Args:
-        task: ``"fundus"`` or ``"cardiac"``.
-        keys: image key, then label keys.
-        views: with 2 or more, each item becomes that many views after the spatial transforms
-            (same geometry, independent appearance; see ``RepeatViewsd``).
-        switches: per augmentation name in ``AUGMENTATIONS[task]``: ``False``/``None`` off,
-            ``True`` on with defaults, or a dict of options overriding the defaults (turns it on),
-            e.g. ``augmentation("fundus", gin={"prob": 0.8}, elastic=True, noise=False)``.
-
-    Raises:
-        ValueError: an unknown augmentation or option name.
-    """
-    _check_task(task)
-    table = AUGMENTATIONS[task]
-    unknown = sorted(set(switches) - set(table))
-    if unknown:
-        raise ValueError(f"unknown {task} augmentation(s) {unknown}; known: {sorted(table)}")
-    keys = list(keys)
-    spatial: list[Transform] = []
-    appearance: list[Transform] = []
-    for name, (default_on, defaults) in table.items():
-        switch = switches.get(name, default_on)
-        if not switch:
-            continue
-        options = dict(defaults)
-        if isinstance(switch, Mapping):
-            unknown = sorted(set(switch) - set(defaults))
-            if unknown:
-                raise ValueError(f"unknown option(s) {unknown} of {task} augmentation {name!r}; known: {sorted(defaults)}")
-            options.update(switch)
-        (spatial if name in _SPATIAL else appearance).extend(_build_augmentation(name, keys[0], keys, options))
-    chain = spatial + ([RepeatViewsd(views)] if views > 1 else []) + appearance
-    if spatial or appearance:
-        chain.append(ScaleIntensityRanged(keys[0], a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
-    return chain
-
-
-def training_transforms(
-    task: str,
-    keys: Sequence[str] = ("image", "label"),
-    preprocess: dict[str, Any] | None = None,
-    augment: dict[str, Any] | None = None,
-    normalize: bool | None = None,
-    views: int = 1,
-) -> list[Transform]:
-    """``preprocessing + augmentation + normalization`` for 2D training items (fundus).
-
-    Cardiac training runs on slices: use ``preprocessing`` for the volumes, then
-    ``datasets.make_slice_dataset`` with ``augmentation + normalization``.
-    """
-    return (
-        preprocessing(task, keys, **(preprocess or {}))
-        + augmentation(task, keys, views, **(augment or {}))
-        + normalization(task, keys, normalize)
-    )
-
-
-def evaluation_transforms(
-    task: str, keys: Sequence[str] = ("image", "label"), preprocess: dict[str, Any] | None = None, normalize: bool | None = None
-) -> list[Transform]:
-    """``preprocessing + normalization``: the deterministic chain for validation, evaluation and inference."""
-    return preprocessing(task, keys, **(preprocess or {})) + normalization(task, keys, normalize)

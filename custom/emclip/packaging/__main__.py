@@ -1,4 +1,4 @@
-"""Command line: ``python -m emclip.packaging --task fundus|cardiac|both --output DIR [--ckpt PATH]``."""
+"""Command line: ``python -m emclip.packaging --task fundus|cardiac|both|<overlay.yaml> --output DIR [--ckpt PATH]``."""
 
 import argparse
 from pathlib import Path
@@ -13,13 +13,14 @@ def main(argv: list[str] | None = None) -> None:
         argv: command-line arguments (default: ``sys.argv[1:]``).
     """
     parser = argparse.ArgumentParser(prog="python -m emclip.packaging", description=__doc__)
-    parser.add_argument("--task", choices=[*BUNDLE_NAMES, "both"], required=True)
+    parser.add_argument("--task", required=True,
+                        help="fundus, cardiac, both (the two), or a task overlay's name in bundle/configs or its path")
     parser.add_argument("--output", type=Path, required=True, help="folder to write the bundles and zips into")
     parser.add_argument("--ckpt", type=Path, default=None, help="trained state_dict copied to models/model.pt")
     args = parser.parse_args(argv)
     tasks = list(BUNDLE_NAMES) if args.task == "both" else [args.task]
     if args.ckpt is not None and len(tasks) > 1:
-        parser.error("--ckpt holds the weights of one task: use --task fundus or --task cardiac")
+        parser.error("--ckpt holds the weights of one task: name one task")
     for path in package(tasks, args.output, args.ckpt):
         print(f"wrote {path.with_suffix('')}/ and {path}")
         if args.ckpt is None:

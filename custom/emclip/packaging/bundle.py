@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,9 +15,12 @@ import yaml
 from monai.bundle import ConfigParser
 from monai.bundle.utils import merge_kv
 
+from emclip.configs import REPO, meta_files, overlay_file
+
 __all__ = [
     "BUNDLE_NAMES",
     "REQUIRED_FILES",
+    "bundle_name",
     "SCRIPTS_INIT",
     "build_bundle",
     "installed_version",
@@ -27,11 +31,15 @@ __all__ = [
     "write_untrained_weights",
 ]
 
-REPO = Path(__file__).resolve().parents[3]
 SOURCE = REPO / "bundle"
 PACKAGE = Path(__file__).resolve().parents[1]
 
 BUNDLE_NAMES = {"fundus": "emclip_fundus_segmentation", "cardiac": "emclip_cardiac_mri_segmentation"}
+
+
+def bundle_name(task: str | Path) -> str:
+    """The packaged bundle's name: the built-in tasks' Zoo names, else ``emclip_<overlay name>_segmentation``."""
+    return BUNDLE_NAMES.get(str(task), f"emclip_{Path(task).stem}_segmentation")
 CONFIGS = ("train.yaml", "evaluate.yaml", "inference.yaml", "multi_gpu_train.yaml")
 REQUIRED_FILES = (
     "configs/metadata.json",
@@ -121,19 +129,28 @@ def _load(path: Path) -> dict[str, Any]:
     return ConfigParser.load_config_file(str(path))
 
 
-def packaged_configs(task: str, source: Path = SOURCE) -> dict[str, dict[str, Any]]:
+def _prompts_file(overlay: dict[str, Any]) -> Path | None:
+    """The overlay's prompts JSON when it names a file (a packaged prompt set travels with ``scripts/emclip``)."""
+    prompts = overlay.get("prompts")
+    return Path(prompts) if isinstance(prompts, str) and os.path.isfile(prompts) else None
+
+
+def packaged_configs(task: str | Path, source: Path = SOURCE) -> dict[str, dict[str, Any]]:
     """Generate the packaged workflow configs of ``task``.
 
     Args:
-        task: ``fundus`` or ``cardiac``.
+        task: an overlay name in ``source/configs`` (``fundus``, ``cardiac``, ``task_2d``) or an overlay's path.
         source: the repository's bundle folder.
 
     Returns:
         ``{file name: config}``: each config with the task overlay applied on top (so chains such
         as train + evaluate resolve as with the overlay last), `$import scripts` first in
-        ``imports``, and paths relative to ``bundle_root``.
+        ``imports``, and paths relative to ``bundle_root`` (a prompts file is read from ``configs/``).
     """
-    overlay = _load(source / "configs" / f"{task}.yaml")
+    overlay = _load(overlay_file(task, source / "configs"))
+    prompts = _prompts_file(overlay)
+    if prompts is not None:
+        overlay["prompts"] = f"$@bundle_root + '/configs/{prompts.name}'"
     configs = {}
     for name in CONFIGS:
         config = _merge(_load(source / "configs" / name), overlay)
@@ -188,8 +205,8 @@ def installed_version(dist: str) -> str:
         ) from err
 
 
-def packaged_metadata(task: str, source: Path = SOURCE) -> dict[str, Any]:
-    """The task's metadata: ``metadata.json``, updated with ``metadata_<task>.json`` if it exists.
+def packaged_metadata(task: str | Path, source: Path = SOURCE) -> dict[str, Any]:
+    """The task's metadata: ``metadata.json``, updated with ``metadata_<task>.json`` beside its overlay if it exists.
 
     The versions (``monai_version``, ``pytorch_version``, ``numpy_version`` and each of
     ``required_packages_version``) are those installed where packaging runs, which the tests run with.
@@ -198,8 +215,7 @@ def packaged_metadata(task: str, source: Path = SOURCE) -> dict[str, Any]:
         task: ``fundus`` or ``cardiac``.
         source: the repository's bundle folder.
     """
-    files = [source / "configs" / "metadata.json", source / "configs" / f"metadata_{task}.json"]
-    metadata = ConfigParser.load_config_files([str(f) for f in files if f.is_file()])
+    metadata = ConfigParser.load_config_files([str(f) for f in meta_files(task, source / "configs")])
     for key, dist in (("monai_version", "monai"), ("pytorch_version", "torch"), ("numpy_version", "numpy")):
         metadata[key] = installed_version(dist)
     metadata["required_packages_version"] = {d: installed_version(d) for d in metadata["required_packages_version"]}
@@ -247,11 +263,11 @@ def verify_minimal(bundle: Path) -> None:
         raise ValueError(f"{bundle}: version {metadata['version']} is not the newest changelog key {newest}")
 
 
-def build_bundle(task: str, output: Path, ckpt: Path | None = None, source: Path = SOURCE) -> Path:
+def build_bundle(task: str | Path, output: Path, ckpt: Path | None = None, source: Path = SOURCE) -> Path:
     """Write the bundle folder of ``task`` under ``output`` (replacing an older one).
 
     Args:
-        task: ``fundus`` or ``cardiac``.
+        task: an overlay name in ``source/configs`` or an overlay's path.
         output: the folder to write ``<bundle name>/`` into.
         ckpt: trained weights for ``models/model.pt`` (a state_dict of this task), or None.
         source: the repository's bundle folder.
@@ -259,7 +275,7 @@ def build_bundle(task: str, output: Path, ckpt: Path | None = None, source: Path
     Returns:
         The bundle folder.
     """
-    bundle = Path(output) / BUNDLE_NAMES[task]
+    bundle = Path(output) / bundle_name(task)
     if bundle.exists():
         shutil.rmtree(bundle)
     (bundle / "configs").mkdir(parents=True)
@@ -270,8 +286,12 @@ def build_bundle(task: str, output: Path, ckpt: Path | None = None, source: Path
         copy(source / name, bundle / name)
     metadata = packaged_metadata(task, source)
     (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=4) + "\n")
+    overlay = overlay_file(task, source / "configs")
     for name, config in packaged_configs(task, source).items():
-        _write_config(config, bundle / "configs" / name, f"bundle/configs/{name} + {task}.yaml")
+        _write_config(config, bundle / "configs" / name, f"bundle/configs/{name} + {overlay.name}")
+    prompts = _prompts_file(_load(overlay))
+    if prompts is not None:
+        shutil.copy2(prompts, bundle / "configs" / prompts.name)
     _copy_scripts(bundle / "scripts")
     if ckpt is not None:
         from emclip.workflows import check_checkpoint
@@ -295,7 +315,7 @@ def package(tasks: Iterable[str], output: Path, ckpt: Path | None = None, source
     """Build and zip the bundle of each task.
 
     Args:
-        tasks: tasks to package (``fundus``, ``cardiac``).
+        tasks: tasks to package (overlay names or paths).
         output: the output folder.
         ckpt: trained weights for ``models/model.pt``, for a single task only.
         source: the repository's bundle folder.

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from emclip.data import build_datalist, split_domains
+from emclip.data import DataError, sort_items, split_domains
 
-__all__ = ["check_dataset_dir", "select_splits", "check_checkpoint", "check_metadata", "describe_file", "load_weights"]
+__all__ = ["check_dataset_dir", "check_task", "select_splits", "check_checkpoint", "check_metadata", "describe_file", "load_weights"]
 
 
 class ConfigError(ValueError):
@@ -23,6 +23,15 @@ def check_dataset_dir(dataset_dir: str) -> str:
     if not os.path.isdir(dataset_dir):
         raise ConfigError(f"dataset_dir: {dataset_dir!r} is not a folder (override it with --dataset_dir)")
     return dataset_dir
+
+
+def check_task(task: str | None) -> None:
+    """Raise when no task overlay followed the workflow config (it names the task and its pipeline)."""
+    if not task:
+        raise ConfigError(
+            "task: no task overlay in --config_file; add bundle/configs/fundus.yaml, cardiac.yaml or task_2d.yaml "
+            "(or your own overlay, see 'Add your own task' in the README) after the workflow configs"
+        )
 
 
 def check_metadata(meta: dict[str, Any], num_classes: int, in_channels: int) -> None:
@@ -43,21 +52,28 @@ def check_metadata(meta: dict[str, Any], num_classes: int, in_channels: int) -> 
 
 def select_splits(
     dataset_dir: str,
-    task: str,
+    find_items: Callable[[str], list[dict]],
     train_domains: str | Sequence[str],
     eval_domains: str | Sequence[str] | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
     train_splits: str | Sequence[str] | None = None,
 ) -> dict[str, list[dict]]:
-    """Datalist of ``dataset_dir`` split into ``train``/``val`` (source domains) and ``eval``.
+    """The items ``find_items(dataset_dir)`` lists, split into ``train``/``val`` (source domains) and ``eval``.
 
-    Errors name the config key: ``dataset_dir`` (missing folder or no data), ``train_domains`` /
+    Args:
+        dataset_dir: the data folder.
+        find_items: the overlay's ``datalist`` reader (a callable taking the folder).
+        train_domains, eval_domains, val_fraction, seed, train_splits: see ``emclip.data.split_domains``.
+
+    Errors name the config key: ``dataset_dir`` (a missing folder, or the reader's ``DataError``: no
+    items in the layout it expects, an image without its label, ...), ``train_domains`` /
     ``eval_domains`` (unknown or empty domain selection, with the domains found).
     """
-    items = build_datalist(check_dataset_dir(dataset_dir), task)
-    if not items:
-        raise ConfigError(f"dataset_dir: no {task} image/label pairs found under {dataset_dir!r}")
+    try:
+        items = sort_items(find_items(check_dataset_dir(dataset_dir)))
+    except DataError as err:
+        raise DataError(f"dataset_dir {dataset_dir!r}: {err}") from err
     try:
         return split_domains(items, train_domains, eval_domains, val_fraction, seed, train_splits)
     except ValueError as err:

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 from monai.data import Dataset, MetaTensor
 from monai.engines import SupervisedEvaluator
-from monai.transforms import EnsureChannelFirstd, MapTransform, Transform
+from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type
 
-from emclip.data.common import IMAGE_SUFFIXES, DataError, chained_error
-from emclip.data.transforms import LoadFundusLabeld, ReadImaged, SelectFramed
+from emclip.data.common import DataError, chained_error
 from emclip.workflows.checks import ConfigError
 
-__all__ = ["FAILED_KEY", "BatchInferenceEvaluator", "EncodeFundusMaskd", "SkipFailedInputs", "list_inputs", "original_label"]
+__all__ = ["FAILED_KEY", "BatchInferenceEvaluator", "EncodeFundusMaskd", "SkipFailedInputs", "list_inputs"]
 
 # item key of an input whose preprocessing failed: the reason
 FAILED_KEY = "input_failed"
 
 logger = logging.getLogger("emclip.workflows")
-
-_VOLUME_SUFFIXES = (".nii.gz", ".nii")
 
 
 def _is_label_file(name: str) -> bool:
@@ -33,13 +30,18 @@ def _is_label_file(name: str) -> bool:
     return stem.endswith("_gt") or "-Disc-" in name or "-Cup-" in name
 
 
-def list_inputs(input_dir: str, task: str) -> list[dict[str, str]]:
+def list_inputs(input_dir: str, suffixes: Sequence[str], task: str = "input") -> list[dict[str, str]]:
     """Inference items ``{"image": path}`` for one file or every image of a folder (sorted).
+
+    Args:
+        input_dir: a file or a folder.
+        suffixes: file name endings of inputs (the overlay's ``image_suffixes``).
+        task: the task's name, for the messages.
 
     Label files in the folder (``*_gt.nii.gz``, RIM-ONE ``-Disc-``/``-Cup-`` masks) are skipped and
     counted in the log; anything else with another suffix is skipped and counted too.
     """
-    suffixes = IMAGE_SUFFIXES if task == "fundus" else _VOLUME_SUFFIXES
+    suffixes = tuple(s.lower() for s in suffixes)
     if os.path.isfile(input_dir):
         return [{"image": input_dir}]
     if not os.path.isdir(input_dir):
@@ -58,13 +60,6 @@ def list_inputs(input_dir: str, task: str) -> list[dict[str, str]]:
     if not items:
         raise ConfigError(f"input_dir: no {task} images ({', '.join(suffixes)}) in {input_dir!r}")
     return items
-
-
-def original_label(task: str, key: str = "label") -> list[Transform]:
-    """Load a label map in its original geometry (no resampling), for metrics after ``Invertd``."""
-    if task == "fundus":
-        return [LoadFundusLabeld(key)]
-    return [ReadImaged(key), EnsureChannelFirstd(key), SelectFramed(key)]
 
 
 class EncodeFundusMaskd(MapTransform):
