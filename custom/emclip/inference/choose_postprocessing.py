@@ -135,9 +135,10 @@ def postprocess_steps(task: str, overrides: Mapping[str, Any] | None = None, con
     parser.read_meta(meta)
     for key, value in (overrides or {}).items():
         parser[key] = value
-    for name in parser.get("postprocess") or {}:
+    names = list(parser.get("postprocess") or {})
+    for name in names:
         parser[f"postprocess#{name}#_disabled_"] = False
-    return dict(parser.get_parsed_content("postprocess"))
+    return dict(parser.get_parsed_content("postprocess")) if names else {}
 
 
 def refine_applies(workflow: ConfigWorkflow) -> bool:
