@@ -13,12 +13,14 @@ import torch.nn as nn
 from conftest import REPO, tiny_net
 from monai.bundle import ConfigWorkflow
 from monai.inferers import SliceInferer
+from monai.transforms import Compose
 from PIL import Image
 from scipy import ndimage
 
 from emclip.data import CLIP_MEAN, CLIP_STD, read_fundus_label, write_fundus_photos, write_synthetic
 from emclip import inference
-from emclip.inference import DiscRefiner, largest_component, postprocess, predictive_entropy
+from emclip.inference import DiscRefiner, largest_component, predictive_entropy
+from emclip.inference.choose_postprocessing import postprocess_steps
 from emclip.networks import EMCLIP
 
 CONFIGS = REPO / "bundle" / "configs"
@@ -72,12 +74,26 @@ def _blobs(rng, shape, values, count=6):
     return label
 
 
-def test_postprocess_adds_no_foreground_but_holes_and_keeps_the_cup_in_the_disc():
+@pytest.fixture(scope="module")
+def steps():
+    """The post-processing steps of the task overlays, each switched on."""
+    return {task: postprocess_steps(task) for task in ("fundus", "cardiac")}
+
+
+def postprocess(label, steps, *names):
+    """``label`` (spatial, no channel) after the named steps, in their config order."""
+    chain = Compose([step for name, step in steps.items() if name in names])
+    return np.asarray(chain({"pred": torch.as_tensor(label[None], dtype=torch.float32)})["pred"])[0].astype(label.dtype)
+
+
+def test_postprocess_adds_no_foreground_but_holes_and_keeps_the_cup_in_the_disc(steps):
     rng = np.random.default_rng(0)
-    on = {"largest_component": True, "fill_holes": True, "cup_in_disc": True}
+    fundus, cardiac = steps["fundus"], steps["cardiac"]
+    assert list(fundus) == ["largest_component", "fill_holes", "cup_in_disc"]
+    assert list(cardiac) == ["largest_component", "fill_holes"]
     for _ in range(20):
         raw = _blobs(rng, (48, 40), (1, 2))
-        out = postprocess(raw, "fundus", on)
+        out = postprocess(raw, fundus, *fundus)
         disc, cup = out > 0, out == 2
         assert not (disc & ~ndimage.binary_fill_holes(raw > 0)).any()
         assert not (cup & ~ndimage.binary_fill_holes(raw == 2)).any()
@@ -85,10 +101,10 @@ def test_postprocess_adds_no_foreground_but_holes_and_keeps_the_cup_in_the_disc(
         assert ndimage.label(disc, np.ones((3, 3)))[1] <= 1
         assert ndimage.label(cup, np.ones((3, 3)))[1] <= 1
         assert not (cup & ~largest_component(disc)).any()
-        np.testing.assert_array_equal(postprocess(raw, "fundus", {}), raw)  # all off: unchanged
+        np.testing.assert_array_equal(postprocess(raw, fundus), raw)  # all off: unchanged
     for _ in range(5):
         raw = _blobs(rng, (24, 24, 6), (1, 2, 3), count=3)
-        out = postprocess(raw[None], "cardiac", {"largest_component": True, "fill_holes": True})[0]
+        out = postprocess(raw, cardiac, *cardiac)
         for value in (2, 3):
             assert not ((out == value) & (raw != value)).any()
             assert ndimage.label(out == value, np.ones((3, 3, 3)))[1] <= 1
@@ -96,23 +112,45 @@ def test_postprocess_adds_no_foreground_but_holes_and_keeps_the_cup_in_the_disc(
         assert not ((out == 1) & ~lv_filled).any()
 
 
-def test_postprocess_steps_one_by_one():
+def test_postprocess_steps_one_by_one(steps):
+    fundus = steps["fundus"]
     label = np.zeros((30, 30), np.int64)
     label[2:14, 2:14] = 1
     label[5:11, 5:11] = 2        # cup of the large disc, with a hole
     label[7, 7] = 0
     label[20:25, 20:25] = 2      # a fragment: cup pixels only, outside the large disc
-    out = postprocess(label, "fundus", {"fill_holes": True})
+    out = postprocess(label, fundus, "fill_holes")
     assert out[7, 7] == 2 and (out[20:25, 20:25] == 2).all()
-    out = postprocess(label, "fundus", {"cup_in_disc": True})
+    out = postprocess(label, fundus, "cup_in_disc")
     assert (out[20:25, 20:25] == 1).all()          # the stray cup stays disc, as rim
     assert out[5, 5] == 2
-    out = postprocess(label, "fundus", {"largest_component": True})
+    out = postprocess(label, fundus, "largest_component")
     assert (out[20:25, 20:25] == 0).all() and out[5, 5] == 2
-    with pytest.raises(ValueError, match="postprocess: unknown step"):
-        postprocess(label, "fundus", {"largest": True})
-    with pytest.raises(ValueError, match="fundus only"):
-        postprocess(label[..., None], "cardiac", {"cup_in_disc": True})
+    # slice by slice: a hole open through the stack is filled in each slice, not in the volume
+    tube = np.zeros((9, 9, 4), np.int64)
+    tube[2:7, 2:7] = 1
+    tube[4, 4] = 0
+    assert (postprocess(tube, steps["cardiac"], "fill_holes")[4, 4] == 1).all()
+    assert (postprocess(tube, {"volume": inference.FillLabelHolesd("pred", labels=[1])}, "volume")[4, 4] == 0).all()
+
+
+def test_postprocess_blocks_take_any_labels():
+    # a task of its own: structure 3 inside structure {1, 3}, with label 2 elsewhere
+    label = np.zeros((20, 20), np.int64)
+    label[2:12, 2:12] = 1
+    label[4:8, 4:8] = 3
+    label[15:18, 15:18] = 3     # stray inner pixels: become the outer structure's other label, 1
+    label[14:19, 2:6] = 2
+    label[16, 4] = 0            # a hole of label 2
+    chain = Compose([inference.FillLabelHolesd("pred", labels=[2]), inference.KeepLargestInsided("pred", inner=3, outer=[1, 3])])
+    out = np.asarray(chain({"pred": label[None]})["pred"])[0]
+    assert out[16, 4] == 2 and (out[15:18, 15:18] == 1).all() and (out[4:8, 4:8] == 3).all()
+    with pytest.raises(ValueError, match="give fill"):
+        inference.KeepLargestInsided("pred", inner=[1, 2], outer=[1, 2])
+    with pytest.raises(ValueError, match="labels"):
+        inference.FillLabelHolesd("pred", labels=[])
+    with pytest.raises(ValueError, match="one channel first"):
+        inference.FillLabelHolesd("pred", labels=[1])({"pred": label})
 
 
 def test_tent_adapts_and_restores_the_network():
@@ -224,10 +262,10 @@ def run(files, meta=META, workflow_type="infer", **overrides):
     workflow.finalize()
 
 
-def all_steps(**postprocess):
-    """Overrides switching every test-time step on (a fresh dict: the parser edits it in place)."""
-    steps = {"largest_component": True, "fill_holes": True, **postprocess}
-    return {"tta#flips": True, "tent#enabled": True, "uncertainty": True, "postprocess": steps}
+def all_steps(*postprocess):
+    """Overrides switching every test-time step on: the overlay's post-processing steps by name."""
+    names = postprocess or ("largest_component", "fill_holes")
+    return {"tta#flips": True, "tent#enabled": True, "uncertainty": True, **{f"postprocess#{n}#_disabled_": False for n in names}}
 
 
 def test_uncertainty_map_has_the_input_geometry(data, ckpts, tmp_path):
@@ -235,7 +273,7 @@ def test_uncertainty_map_has_the_input_geometry(data, ckpts, tmp_path):
     image = tmp_path / "wide.png"
     Image.open(source).crop((0, 0, 96, 80)).save(image)
     run(cfg("inference", "fundus"), input_dir=str(image), output_dir=str(tmp_path / "f"), ckpt_path=str(ckpts["fundus"]),
-        **TINY, **all_steps(cup_in_disc=True))
+        **TINY, **all_steps("largest_component", "fill_holes", "cup_in_disc"))
     assert Image.open(tmp_path / "f" / "wide.png").size == (96, 80)
     u = Image.open(tmp_path / "f" / "wide_uncertainty.png")
     assert u.size == (96, 80) and u.mode == "L"

@@ -4,15 +4,17 @@ domain's validation split and on the unseen domains, per structure, against plai
     python -m emclip.benchmarks.inference --task fundus --bundle-root <trained run> \\
         --dataset-dir ../shared/data/fundus --train-domains REFUGE --output inference_benchmark [--scales 0.5 2]
 
-Network-side steps (mirroring ensemble ``tta``, ``tent``, fundus ``refine``) each run the
-evaluator once over the source validation split and the evaluation domains; the post-processing
-steps (``pp_<step>``) are applied to the plain predictions. The chosen defaults (``chosen``) keep
+Network-side steps (mirroring ensemble ``tta``, ``tent``, and ``refine`` for a task of 2D images)
+each run the evaluator once over the source validation split and the evaluation domains; the
+post-processing steps of the task overlay's ``postprocess`` dict (``pp_<step>``) are applied to
+the plain predictions. The chosen defaults (``chosen``) keep
 each network step whose source-validation mean Dice beats plain inference, then the
 post-processing steps chosen on that variant's source-validation cases, as
 ``emclip.inference.choose_postprocessing`` does. Nothing is chosen on an unseen domain.
-``--scales`` (fundus) also evaluates plain, refine and chosen on the unseen images zoomed about
+``--scales`` (2D images) also evaluates plain, refine and chosen on the unseen images zoomed about
 their centre by each factor (2: the disc twice as large in the crop; 0.5: half, on a border of the
-image's median colour), as domains ``<domain>@x<factor>``.
+image's median colour), as domains ``<domain>@x<factor>``. ``--task`` names an overlay of
+``--config-dir`` or is the path of one.
 
 Writes to ``--output``: ``inference_per_case.csv`` (variant, domain, case, class, dice, hd95,
 seconds, uncertainty), ``inference_summary.csv`` / ``.md`` (per variant, domain and class: mean
@@ -34,16 +36,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from emclip.configs import CONFIGS
 from emclip.inference.choose_postprocessing import (
-    REPO_CONFIGS,
     choose_steps,
     collect_cases,
     evaluation_workflow,
     mean_dice,
+    overlay_lines,
     parse_overrides,
+    postprocess_steps,
+    refine_applies,
     score_cases,
 )
-from emclip.inference.postprocess import STEPS, TASK_STEPS
 from emclip.reports import get_classes, paired_bootstrap, uncertainty_correlation
 
 __all__ = ["NETWORK_STEPS", "main", "scaled_copy", "summarize_variants"]
@@ -59,12 +63,13 @@ EVAL_DATA = "$@splits['val'] + @splits['eval']"
 
 
 def scaled_copy(items: Sequence[Mapping[str, Any]], factor: float, root: Path) -> list[dict[str, Any]]:
-    """Copies of fundus items zoomed by ``factor`` about the image centre, at the same size.
+    """Copies of 2D items zoomed by ``factor`` about the image centre, at the same size.
 
     Args:
-        items: datalist items (``image``, ``label``, ``domain``).
+        items: datalist items (``image``, ``label``, ``domain``; the label read by
+            ``emclip.data.read_fundus_label`` with the item's ``mask_format``).
         factor: > 1 crops the centre and enlarges it; < 1 shrinks the image onto a canvas of its
-            median colour (labels: background).
+            median colour (labels: background); the image keeps its mode (RGB, grayscale).
         root: folder for the copies.
 
     Returns:
@@ -74,7 +79,8 @@ def scaled_copy(items: Sequence[Mapping[str, Any]], factor: float, root: Path) -
 
     out = []
     for item in items:
-        image = Image.open(item["image"]).convert("RGB")
+        image = Image.open(item["image"])
+        image = image.convert("RGB") if image.mode not in ("RGB", "L") else image
         label = Image.fromarray(read_fundus_label(item["label"], item.get("mask_format", "auto")).astype(np.uint8))
         w, h = image.size
         if factor >= 1:
@@ -82,8 +88,9 @@ def scaled_copy(items: Sequence[Mapping[str, Any]], factor: float, root: Path) -
             image, label = image.crop(box).resize((w, h), Image.BILINEAR), label.crop(box).resize((w, h), Image.NEAREST)
         else:
             size = (max(1, round(w * factor)), max(1, round(h * factor)))
-            fill = tuple(int(v) for v in np.median(np.asarray(image).reshape(-1, 3), axis=0))
-            canvas, mask = Image.new("RGB", (w, h), fill), Image.new("L", (w, h), 0)
+            bands = len(image.getbands())
+            fill = tuple(int(v) for v in np.median(np.asarray(image).reshape(-1, bands), axis=0))
+            canvas, mask = Image.new(image.mode, (w, h), fill if bands > 1 else fill[0]), Image.new("L", (w, h), 0)
             corner = ((w - size[0]) // 2, (h - size[1]) // 2)
             canvas.paste(image.resize(size, Image.BILINEAR), corner)
             mask.paste(label.resize(size, Image.NEAREST), corner)
@@ -178,45 +185,50 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Command line entry point; returns the summary rows."""
     parser = argparse.ArgumentParser(prog="python -m emclip.benchmarks.inference", description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True, choices=("fundus", "cardiac"))
+    parser.add_argument("--task", required=True, help="a task overlay of --config-dir (fundus, cardiac) or the path of one")
     parser.add_argument("--bundle-root", required=True, help="the trained run's bundle_root (with models/<task>/model.pt)")
     parser.add_argument("--dataset-dir", required=True)
     parser.add_argument("--train-domains", nargs="+", required=True)
     parser.add_argument("--output", required=True)
-    parser.add_argument("--config-dir", default=str(REPO_CONFIGS))
+    parser.add_argument("--config-dir", default=str(CONFIGS))
     parser.add_argument("--steps", nargs="*", default=None, help=f"network steps to measure (default: all of {list(NETWORK_STEPS)} the task has)")
-    parser.add_argument("--scales", nargs="*", type=float, default=[], help="fundus: zoom factors of the unseen images")
+    parser.add_argument("--scales", nargs="*", type=float, default=[], help="2D images: zoom factors of the unseen images")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other overrides of the training run")
     args = parser.parse_args(argv)
-    task, output = args.task, Path(args.output)
+    output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    steps = args.steps if args.steps is not None else [s for s in NETWORK_STEPS if task == "fundus" or s != "refine"]
-    unknown = sorted(set(steps) - set(NETWORK_STEPS))
-    if unknown or (task == "cardiac" and "refine" in steps):
-        raise SystemExit(f"--steps: {unknown or ['refine']} not available for {task}; choose from {list(NETWORK_STEPS)}")
+    unknown = sorted(set(args.steps or []) - set(NETWORK_STEPS))
+    if unknown:
+        raise SystemExit(f"--steps: unknown {unknown}; choose from {list(NETWORK_STEPS)}")
     base = {
         "bundle_root": args.bundle_root, "dataset_dir": args.dataset_dir, "train_domains": args.train_domains,
         "overlays_per_domain": 0, "uncertainty": True, **parse_overrides(args.set),
-        "postprocess": {name: False for name in STEPS},
     }
+    pp_steps = postprocess_steps(args.task, base, args.config_dir)
 
     def run(name: str, extra: Mapping[str, Any], data: str | list = EVAL_DATA) -> tuple[list, Any]:
-        overrides = {**base, **extra, "output_dir": str(output / "runs" / name), "validate#dataset#data": data}
-        workflow = evaluation_workflow(task, overrides, args.config_dir)
-        return collect_cases(workflow, task), workflow
+        # the plain predictions of every variant: the post-processing steps are applied to them
+        overrides = {**base, **extra, "postprocess": {}, "output_dir": str(output / "runs" / name), "validate#dataset#data": data}
+        workflow = evaluation_workflow(args.task, overrides, args.config_dir)
+        return collect_cases(workflow, workflow.parser.get_parsed_content("task")), workflow
 
     def tagged(variant: str, cases: list, post: Mapping[str, bool] | None = None) -> list[dict[str, Any]]:
         unc = {(c.domain, c.case): c.uncertainty for c in cases if c.uncertainty}
-        return _rows(variant, score_cases(cases, task, post), unc)
+        return _rows(variant, score_cases(cases, task, [pp_steps[n] for n, on in (post or {}).items() if on]), unc)
 
     cases = {}
     cases[PLAIN], workflow = run(PLAIN, {})
+    task = workflow.parser.get_parsed_content("task")  # the config's name of the task (its reported classes)
+    planar = refine_applies(workflow)  # refine and the zoomed copies are for 2D images
+    steps = args.steps if args.steps is not None else [s for s in NETWORK_STEPS if planar or s != "refine"]
+    if "refine" in steps and not planar:
+        raise SystemExit(f"--steps: refine is for 2D images; {task} runs its network slice by slice")
     source = list(dict.fromkeys(item["domain"] for item in workflow.parser.get_parsed_content("splits")["val"]))
     rows = tagged(PLAIN, cases[PLAIN])
     for step in steps:
         cases[step], _ = run(step, NETWORK_STEPS[step])
         rows += tagged(step, cases[step])
-    for step in TASK_STEPS[task]:
+    for step in pp_steps:
         rows += tagged(f"pp_{step}", cases[PLAIN], {step: True})
 
     def val(variant_cases: list) -> list:
@@ -227,11 +239,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if len(kept) > 1:
         cases["chosen_network"], _ = run("chosen_network", {k: v for s in kept for k, v in NETWORK_STEPS[s].items()})
     network_cases = cases["chosen_network"] if len(kept) > 1 else cases[kept[0]] if kept else cases[PLAIN]
-    post, trials = choose_steps(val(network_cases), task)
+    post, trials = choose_steps(val(network_cases), task, pp_steps)
     rows += tagged("chosen", network_cases, post)
     chosen_overrides = {k: v for s in kept for k, v in NETWORK_STEPS[s].items()}
 
-    for factor in args.scales if task == "fundus" else []:
+    for factor in args.scales if planar else []:
         copies = scaled_copy(workflow.parser.get_parsed_content("splits")["eval"], factor, output / "scaled")
         for variant, extra, pp in ((PLAIN, {}, None), ("refine", NETWORK_STEPS["refine"], None), ("chosen", chosen_overrides, post)):
             scaled, _ = run(f"{variant}_x{factor:g}", extra, copies)
@@ -245,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     (output / "inference_summary.md").write_text(_markdown(summary, task, chosen, command), encoding="utf-8")
     overlay = [f"# chosen on the source validation split by: {command}"]
     overlay += [f"{k}: {str(v).lower()}" for k, v in chosen_overrides.items()]
-    overlay += ["postprocess:", *(f"  {k}: {str(v).lower()}" for k, v in post.items())]
+    overlay += overlay_lines(post)
     (output / "chosen.yaml").write_text("\n".join(overlay) + "\n", encoding="utf-8")
     print((output / "inference_summary.md").read_text())
     return summary

@@ -1,4 +1,4 @@
-"""One inferer for every test-time step: disc-centred refinement, TENT and the mirroring ensemble."""
+"""One inferer for every test-time step: structure-centred refinement, TENT and the mirroring ensemble."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ from emclip.inference.refine import DiscRefiner
 from emclip.inference.tent import tent_adaptation
 from emclip.inference.tta import flip_ensemble
 
-__all__ = ["TestTimeInferer"]
+__all__ = ["TestTimeInferer", "supports_refine"]
+
+
+def supports_refine(inferer: Inferer) -> bool:
+    """Whether the two-pass :class:`DiscRefiner` applies to a task whose network runs as ``inferer``:
+    it crops 2D images, so not volumes run slice by slice (``SliceInferer``)."""
+    return not isinstance(inferer, SliceInferer)
 
 
 class TestTimeInferer(Inferer):
@@ -35,7 +41,7 @@ class TestTimeInferer(Inferer):
         tent_steps: TENT steps per case; 0 switches it off.
         tent_lr: TENT's Adam learning rate.
         tent_batch_statistics: batch norms use the case's statistics during TENT.
-        refine: a :class:`DiscRefiner` for the two-pass fundus mode, or ``None``.
+        refine: a :class:`DiscRefiner` for the two-pass mode of 2D images, or ``None``.
     """
 
     def __init__(
@@ -50,8 +56,8 @@ class TestTimeInferer(Inferer):
     ) -> None:
         super().__init__()
         self.inferer = inferer if inferer is not None else SimpleInferer()
-        if refine is not None and isinstance(self.inferer, SliceInferer):
-            raise ValueError("refine: the disc-centred mode is for 2D fundus images, not SliceInferer volumes")
+        if refine is not None and not supports_refine(self.inferer):
+            raise ValueError("refine: the two-pass mode is for 2D images, not SliceInferer volumes")
         self.flips = flips
         self.flip_axes = flip_axes
         self.tent_steps = int(tent_steps)

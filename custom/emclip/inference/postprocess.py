@@ -1,28 +1,23 @@
-"""Anatomy-aware post-processing of predicted label maps, each step a switch.
+"""Anatomy-aware post-processing of predicted label maps, as task-free building blocks.
 
-Fundus (label maps {0 background, 1 disc rim, 2 cup}; the disc is rim plus cup):
+A task overlay lists its steps in the ``postprocess`` dict, each one switched off by default with
+``_disabled_: true`` (``emclip.inference.choose_postprocessing`` chooses them); the label values
+and the slice axis are the steps' arguments. The largest component is MONAI's
+``KeepLargestConnectedComponentd``; the two steps here are what it and ``FillHolesd`` do not do:
 
-* ``largest_component``: the disc is its largest connected component; cup pixels in the removed
-  fragments go with them;
-* ``fill_holes``: holes of the disc become rim, holes of the cup become cup;
-* ``cup_in_disc``: the cup is its largest component inside the largest disc component; other cup
-  pixels become rim (they stay disc).
+* :class:`FillLabelHolesd`: the holes of a structure made of several labels (a disc of rim and
+  cup), or of each 2D slice of a volume (a hole of the LV cavity is open in 3D at the basal and
+  apical slices);
+* :class:`KeepLargestInsided`: one structure's largest component inside another's largest
+  component (the cup in the disc); its other pixels take the outer structure's label.
 
-Cardiac (3D label maps {0, 1 LV, 2 MYO, 3 RV}, slices along the last axis), per volume:
-
-* ``largest_component``: each class keeps its largest 3D connected component, the rest is
-  background;
-* ``fill_holes``: holes in the LV cavity, slice by slice, become LV (a hole is open in 3D at the
-  basal and apical slices, so it is only enclosed in-plane);
-* ``cup_in_disc``: fundus only.
-
-Components are connected through faces, edges and corners. No step adds foreground outside the
-raw prediction except filled holes.
+Label maps are channel-first with one channel, ``(1, *spatial)``, numpy or torch (the result has
+the input's type and metadata). Components are connected through faces, edges and corners.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,11 +26,7 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
-__all__ = ["STEPS", "TASK_STEPS", "AnatomyPostprocessd", "check_steps", "fill_holes", "largest_component", "postprocess"]
-
-STEPS: tuple[str, ...] = ("largest_component", "fill_holes", "cup_in_disc")
-# the steps each task has, in the order they are applied and chosen
-TASK_STEPS: dict[str, tuple[str, ...]] = {"fundus": STEPS, "cardiac": ("largest_component", "fill_holes")}
+__all__ = ["FillLabelHolesd", "KeepLargestInsided", "fill_holes", "largest_component"]
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -65,90 +56,83 @@ def fill_holes(mask: np.ndarray, slice_axis: int | None = None) -> np.ndarray:
     return np.moveaxis(filled, -1, slice_axis)
 
 
-def check_steps(task: str, steps: Mapping[str, bool] | None) -> dict[str, bool]:
-    """The switches of ``task``'s steps, every known step present (missing ones off).
-
-    Args:
-        task: ``"fundus"`` or ``"cardiac"``.
-        steps: step name to on/off, e.g. the ``postprocess`` config value.
-
-    Raises:
-        ValueError: an unknown task or step name, or a step switched on that ``task`` lacks.
-    """
-    if task not in TASK_STEPS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_STEPS)}")
-    steps = dict(steps or {})
-    unknown = sorted(set(steps) - set(STEPS))
-    if unknown:
-        raise ValueError(f"postprocess: unknown step(s) {unknown}; known: {list(STEPS)}")
-    unsupported = [name for name, on in steps.items() if on and name not in TASK_STEPS[task]]
-    if unsupported:
-        raise ValueError(f"postprocess: {unsupported} apply to fundus only; switch them off for {task}")
-    return {name: bool(steps.get(name, False)) for name in STEPS}
-
-
-def _fundus(label: np.ndarray, steps: dict[str, bool]) -> np.ndarray:
-    disc, cup = label > 0, label == 2
-    if steps["largest_component"]:
-        disc = largest_component(disc)
-        cup &= disc
-    if steps["fill_holes"]:
-        # a hole of the cup is enclosed by the cup, hence inside the filled disc
-        disc, cup = fill_holes(disc), fill_holes(cup)
-    if steps["cup_in_disc"]:
-        cup = largest_component(cup & largest_component(disc))
-    return np.where(cup, 2, np.where(disc, 1, 0)).astype(label.dtype)
-
-
-def _cardiac(label: np.ndarray, steps: dict[str, bool]) -> np.ndarray:
-    out = label.copy()
-    if steps["largest_component"]:
-        for value in (1, 2, 3):
-            mask = out == value
-            out[mask & ~largest_component(mask)] = 0
-    if steps["fill_holes"]:
-        out[fill_holes(out == 1, slice_axis=-1)] = 1
+def _structures(labels: Sequence[int | Sequence[int]]) -> list[list[int]]:
+    """Each structure as a non-empty list of label values (a bare value is a one-label structure)."""
+    out = [[int(s)] if np.isscalar(s) else [int(v) for v in s] for s in labels]
+    if not out or not all(out):
+        raise ValueError(f"labels: expected label values or lists of them, got {labels!r}")
     return out
 
 
-def postprocess(label: NdarrayOrTensor, task: str, steps: Mapping[str, bool] | None) -> NdarrayOrTensor:
-    """Apply the switched-on steps to one label map.
+def _label_map(img: NdarrayOrTensor) -> np.ndarray:
+    """The integer label map of a one-channel image ``(1, *spatial)``."""
+    arr = convert_to_numpy(img)
+    if arr.ndim < 3 or arr.shape[0] != 1:
+        raise ValueError(f"post-processing needs a label map with one channel first, (1, *spatial), got {arr.shape}")
+    return np.rint(arr[0]).astype(np.int64)
+
+
+class FillLabelHolesd(MapTransform):
+    """Fill the holes of structures of a label map, in order; a hole takes its structure's first label.
+
+    A structure is a set of label values; its holes are the pixels of other values (background
+    or another label) that it encloses. Fundus ``labels: [[1, 2], [2]]``: holes of the disc (rim
+    and cup) become rim, then holes of the cup become cup.
 
     Args:
-        label: integer label map, optionally channel-first with one channel: fundus ``([1,] H, W)``,
-            cardiac ``([1,] H, W, slices)``; torch or numpy (the result has the same type and metadata).
-        task: ``"fundus"`` or ``"cardiac"``.
-        steps: step name to on/off (see :data:`STEPS`).
-    """
-    switches = check_steps(task, steps)
-    if not any(switches.values()):
-        return label
-    arr = convert_to_numpy(label)
-    spatial = 2 if task == "fundus" else 3
-    if arr.ndim not in (spatial, spatial + 1) or (arr.ndim == spatial + 1 and arr.shape[0] != 1):
-        raise ValueError(f"{task} post-processing needs a {spatial}D label map, optionally with one channel first, got {arr.shape}")
-    squeezed = arr[0] if arr.ndim == spatial + 1 else arr
-    result = (_fundus if task == "fundus" else _cardiac)(np.rint(squeezed).astype(np.int64), switches)
-    result = result[None] if arr.ndim == spatial + 1 else result
-    return convert_to_dst_type(result.astype(arr.dtype), label)[0]
-
-
-class AnatomyPostprocessd(MapTransform):
-    """Dictionary transform of :func:`postprocess` (the ``postprocess`` config value).
-
-    Args:
-        keys: label-map keys.
-        task: ``"fundus"`` or ``"cardiac"``.
-        steps: step name to on/off; all off passes the labels through.
+        keys: label-map keys, ``(1, *spatial)``.
+        labels: the structures: each a label value or a list of them.
+        slice_dim: fill each 2D slice along this spatial axis (0 = first) separately, as in a
+            stack of short-axis slices; ``None``: holes enclosed in the whole array.
     """
 
-    def __init__(self, keys: KeysCollection, task: str, steps: Mapping[str, bool] | None = None, allow_missing_keys: bool = False):
+    def __init__(self, keys: KeysCollection, labels: Sequence[int | Sequence[int]], slice_dim: int | None = None,
+                 allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
-        self.task = task
-        self.steps = check_steps(task, steps)
+        self.labels = _structures(labels)
+        self.slice_dim = slice_dim
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = postprocess(d[key], self.task, self.steps)
+            label = _label_map(d[key])
+            for structure in self.labels:
+                inside = np.isin(label, structure)
+                label[fill_holes(inside, self.slice_dim) & ~inside] = structure[0]
+            d[key] = convert_to_dst_type(label[None], d[key], dtype=d[key].dtype)[0]
+        return d
+
+
+class KeepLargestInsided(MapTransform):
+    """Keep the inner structure's largest component inside the outer structure's largest component.
+
+    Inner pixels outside that component take ``fill`` (fundus: stray cup pixels become rim, so
+    they stay disc); every other pixel is unchanged.
+
+    Args:
+        keys: label-map keys, ``(1, *spatial)``.
+        inner: label value(s) of the inner structure (fundus: the cup, ``[2]``).
+        outer: label value(s) of the outer structure (fundus: the disc, ``[1, 2]``).
+        fill: value of the removed inner pixels; ``None``: the first outer label not in ``inner``.
+    """
+
+    def __init__(self, keys: KeysCollection, inner: int | Sequence[int], outer: int | Sequence[int], fill: int | None = None,
+                 allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        (self.inner,), (self.outer,) = _structures([inner]), _structures([outer])
+        if fill is None:
+            rest = [v for v in self.outer if v not in self.inner]
+            if not rest:
+                raise ValueError(f"KeepLargestInsided: outer {self.outer} has no label outside inner {self.inner}; give fill")
+            fill = rest[0]
+        self.fill = int(fill)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = _label_map(d[key])
+            inner = np.isin(label, self.inner)
+            kept = largest_component(inner & largest_component(np.isin(label, self.outer)))
+            label[inner & ~kept] = self.fill
+            d[key] = convert_to_dst_type(label[None], d[key], dtype=d[key].dtype)[0]
         return d

@@ -1,10 +1,11 @@
-"""Disc-centred two-pass inference for fundus photographs of any size and field of view.
+"""Structure-centred two-pass inference for 2D images of any size and field of view, such as the
+optic disc in fundus photographs.
 
-Pass 1 segments the whole input resized to the network's size and takes the disc (rim + cup) as
-its largest component. Pass 2 crops a square around the disc, sized so that the disc covers
-``disc_fraction`` of the crop (the share it has in the training crops), segments the crop at the
-network's size and pastes the probabilities back into the input's geometry; outside the crop the
-prediction is background.
+Pass 1 segments the whole input resized to the network's size and takes the structure, the
+"disc" (by default every foreground class: in fundus the disc, rim and cup), as its largest
+component. Pass 2 crops a square around it, sized so that it covers ``disc_fraction`` of the crop
+(the share it has in the training crops), segments the crop at the network's size and pastes the
+probabilities back into the input's geometry; outside the crop the prediction is background.
 """
 
 from __future__ import annotations
@@ -24,24 +25,36 @@ __all__ = ["DiscRefiner", "disc_fraction", "measure_disc_fraction"]
 logger = logging.getLogger("emclip.inference")
 
 
-def disc_fraction(label: np.ndarray) -> float:
-    """Share of the pixels of a fundus label map ({0, 1 rim, 2 cup}) that are disc."""
-    return float((np.asarray(label) > 0).mean())
+def _structure(label: np.ndarray, disc_labels: Sequence[int] | None) -> np.ndarray:
+    """The structure's mask in a label map: ``disc_labels``, or every foreground class."""
+    label = np.asarray(label)
+    return label > 0 if disc_labels is None else np.isin(label, list(disc_labels))
 
 
-def measure_disc_fraction(labels: Iterable[str | Sequence[str]], mask_format: str = "auto") -> float:
-    """Median disc fraction of fundus mask files, e.g. of the source training split.
+def disc_fraction(label: np.ndarray, disc_labels: Sequence[int] | None = None) -> float:
+    """Share of the pixels of a label map that are the structure (fundus: disc, rim and cup).
+
+    Args:
+        label: label map.
+        disc_labels: the structure's label values; ``None``: every foreground class.
+    """
+    return float(_structure(label, disc_labels).mean())
+
+
+def measure_disc_fraction(labels: Iterable[str | Sequence[str]], mask_format: str = "auto", disc_labels: Sequence[int] | None = None) -> float:
+    """Median structure fraction of 2D mask files, e.g. of the source training split.
 
     Args:
         labels: mask paths (or ``[disc, cup]`` path pairs), as in a datalist's ``label``.
         mask_format: their encoding (see ``emclip.data.read_fundus_label``).
+        disc_labels: the structure's label values; ``None``: every foreground class.
 
     Raises:
         ValueError: no mask, or no mask with a disc.
     """
     from emclip.data import read_fundus_label
 
-    values = [disc_fraction(read_fundus_label(path, mask_format)) for path in labels]
+    values = [disc_fraction(read_fundus_label(path, mask_format), disc_labels) for path in labels]
     values = [v for v in values if v > 0]
     if not values:
         raise ValueError("measure_disc_fraction: no label with a disc among the given masks")
@@ -55,25 +68,29 @@ def _resize(x: torch.Tensor, size: Sequence[int], antialias: bool) -> torch.Tens
 
 
 class DiscRefiner:
-    """The two passes for one batch of 2D fundus inputs ``(B, C, H, W)``.
+    """The two passes for one batch of 2D inputs ``(B, C, H, W)``; label 0 is background.
 
     Args:
         spatial_size: the network's input size (the training size), for both passes.
         disc_fraction: share of the crop the disc should cover; use the training labels' typical
             value (:func:`measure_disc_fraction`).
         min_disc_pixels: fewer first-pass disc pixels (at ``spatial_size``) count as no disc found.
+        disc_labels: label values of the structure the crop is centred on; ``None``: every
+            foreground class (fundus: the disc, rim and cup).
 
     Attributes:
         missed: names of the inputs in which pass 1 found no disc (their pass-1 prediction is kept
             and a warning names them).
     """
 
-    def __init__(self, spatial_size: Sequence[int], disc_fraction: float = 0.29, min_disc_pixels: int = 16):
+    def __init__(self, spatial_size: Sequence[int], disc_fraction: float = 0.29, min_disc_pixels: int = 16,
+                 disc_labels: Sequence[int] | None = None):
         if not 0 < disc_fraction < 1:
             raise ValueError(f"refine#disc_fraction must be in (0, 1), got {disc_fraction}")
         self.spatial_size = tuple(int(s) for s in spatial_size)
         self.disc_fraction = float(disc_fraction)
         self.min_disc_pixels = int(min_disc_pixels)
+        self.disc_labels = None if disc_labels is None else [int(v) for v in disc_labels]
         self.missed: list[str] = []
 
     def first_pass_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,7 +132,7 @@ class DiscRefiner:
             item = x[b : b + 1]
             shape = tuple(item.shape[-2:])
             first = predict(self.first_pass_input(item))
-            disc = largest_component(first[0].argmax(0).cpu().numpy() > 0)
+            disc = largest_component(_structure(first[0].argmax(0).cpu().numpy(), self.disc_labels))
             box = self.window(disc, shape)
             if box is None:
                 name = names[b] if names else f"item {b}"

@@ -15,7 +15,7 @@ from monai.utils import convert_to_dst_type, convert_to_numpy
 from emclip.inference.tent import entropy
 from emclip.reports.classes import get_classes
 
-__all__ = ["PredictiveEntropyd", "predictive_entropy", "uncertainty_outputs", "uncertainty_scores"]
+__all__ = ["EIGHT_BIT_EXTS", "PredictiveEntropyd", "predictive_entropy", "uncertainty_outputs", "uncertainty_scores"]
 
 
 def predictive_entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -80,21 +80,26 @@ def uncertainty_scores(uncertainty: NdarrayOrTensor, pred: np.ndarray, task: str
     return scores
 
 
-def uncertainty_outputs(task: str, output_dir: str, key: str = "uncertainty") -> list[Transform]:
-    """Transforms that write the map as a second output ``<name>_uncertainty``: fundus an 8-bit
-    PNG (255 = maximal entropy) of the input's size, cardiac a float NIfTI with the input's affine.
+# formats that hold 8-bit images only: the map is scaled to 0..255
+EIGHT_BIT_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def uncertainty_outputs(output_dir: str, output_ext: str = ".nii.gz", key: str = "uncertainty") -> list[Transform]:
+    """Transforms that write the map as a second output ``<name>_uncertainty`` in the input's
+    geometry: in an 8-bit image format (:data:`EIGHT_BIT_EXTS`) scaled to 0..255 (255 = maximal
+    entropy), otherwise (NIfTI) in float with the input's affine.
 
     Args:
-        task: ``"fundus"`` or ``"cardiac"``.
         output_dir: folder of the predictions.
+        output_ext: file format of the map (the config's ``uncertainty_ext``), e.g. ``".png"``, ``".nii.gz"``.
         key: key of the map (after ``Invertd``).
     """
     common = {"output_dir": output_dir, "output_postfix": "uncertainty", "resample": False, "separate_folder": False}
-    if task == "fundus":
+    if output_ext.lower() in EIGHT_BIT_EXTS:
         return [
             SqueezeDimd(key, dim=0),
             ScaleIntensityRanged(key, a_min=0.0, a_max=1.0, b_min=0.0, b_max=255.0, clip=True),
             CastToTyped(key, dtype=torch.uint8),
-            SaveImaged(key, output_ext=".png", output_dtype=torch.uint8, scale=None, writer="PILWriter", **common),
+            SaveImaged(key, output_ext=output_ext, output_dtype=torch.uint8, scale=None, writer="PILWriter", **common),
         ]
-    return [SaveImaged(key, output_ext=".nii.gz", output_dtype=np.float32, **common)]
+    return [SaveImaged(key, output_ext=output_ext, output_dtype=np.float32, **common)]
