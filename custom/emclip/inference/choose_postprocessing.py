@@ -133,7 +133,7 @@ def collect_cases(workflow: ConfigWorkflow, task: str) -> list[Case]:
             if "uncertainty" in item:
                 from emclip.inference.uncertainty import uncertainty_scores
 
-                uncertainty = uncertainty_scores(item["uncertainty"], pred, task)
+                uncertainty = uncertainty_scores(item["uncertainty"], pred, get_classes(task))
             name = label.meta["filename_or_obj"] if isinstance(label, MetaTensor) else f"case_{len(cases)}"
             cases.append(Case(str(item.get("domain", extra.get("domain"))), case_from_filename(name),
                               pred.astype(np.uint8), as_label_map(label).astype(np.uint8), spacing, seconds, uncertainty))
@@ -153,7 +153,7 @@ def score_cases(cases: Sequence[Case], task: str, steps: Mapping[str, bool] | No
         start = time.perf_counter()
         pred = postprocess(c.pred, task, steps)
         seconds = c.seconds + time.perf_counter() - start
-        for m in case_metrics(pred, c.label, task, spacing=c.spacing):
+        for m in case_metrics(pred, c.label, get_classes(task), spacing=c.spacing):
             rows.append({"domain": c.domain, "case": c.case, **m, "seconds": seconds})
     return rows
 
