@@ -40,7 +40,7 @@ import numpy as np
 import yaml
 
 from emclip.data import build_datalist
-from emclip.demo import CONFIGS, TASKS, bundle_command
+from emclip.configs import CONFIGS, bundle_command, meta_files, task_files
 from emclip.reports import get_classes, paired_bootstrap, summarize
 
 __all__ = [
@@ -117,8 +117,7 @@ def plan_runs(settings: dict[str, Any], data_root: Path, work_dir: Path) -> list
 
 
 def _meta_and_configs(task: str, configs: list[str]) -> tuple[list[str], list[str]]:
-    meta = [str(CONFIGS / m) for m in TASKS[task][1]]
-    return meta, [str(CONFIGS / f"{c}.yaml") for c in configs + [task]]
+    return [str(m) for m in meta_files(task)], [str(f) for f in task_files(configs, task)]
 
 
 def _workflow(run: dict[str, Any], configs: list[str], kind: str, **overrides: Any):
