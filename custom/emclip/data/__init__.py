@@ -3,7 +3,7 @@ cached datasets and a synthetic multi-domain generator, for fundus (optic disc/c
 (M&Ms short-axis MRI) segmentation. Messages go to the ``emclip.data`` logger.
 
 Names are imported from their submodules on first use, so that the command line modules
-(``python -m emclip.data.datalist`` / ``.synthetic`` / ``.profile_loading``) start without
+(``python -m emclip.data.datalist`` / ``.synthetic``) start without
 importing MONAI twice or importing one another.
 """
 
