@@ -53,3 +53,19 @@ def test_profile_rows_at_a_tiny_size():
     train = {r["variant"]: r for r in variants if r["phase"] == "train"}
     assert train["channels-last fp32"]["ratio"] == pytest.approx(
         train["channels-last fp32"]["ms"] / train["contiguous fp32"]["ms"], rel=0.02)
+
+
+def test_loading_is_measured_on_the_bundle_configs_training_loader(tmp_path):
+    """Cold and cached epochs and the cache size of train.yaml + the overlay's own dataset and loader."""
+    from emclip.data import write_synthetic
+
+    write_synthetic(tmp_path / "data", "fundus", per_domain=3, image_size=48, progress=False)
+    tiny = {"spatial_size": [32, 32], "batch_size": 2}
+    rows = profile.time_epochs("fundus", tmp_path / "data" / "fundus", "SynthA", tmp_path / "cache", tiny)
+    memory, disk = rows
+    assert (memory["cache"], disk["cache"]) == ("memory", "disk") and memory["items"] == disk["items"] == 3
+    assert all(r["cold_epoch_s"] > 0 and r["cached_epoch_s"] > 0 for r in rows)
+    assert memory["memory_cache_bytes"] >= 3 * (3 + 1) * 32 * 32 * 4 and memory["disk_cache_bytes"] == 0
+    assert disk["disk_cache_bytes"] > 0
+    stalls = profile.time_loading("fundus", tmp_path / "data" / "fundus", "SynthA", 2, tmp_path / "c2", tiny)
+    assert [r["num_workers"] for r in stalls] == [0, 2] and all(0 <= r["stall"] <= 1 for r in stalls)

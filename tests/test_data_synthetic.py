@@ -23,7 +23,6 @@ from emclip.data import (
     write_synthetic,
 )
 from emclip.data.datalist import main as datalist_main
-from emclip.data.profile_loading import profile_loading
 from emclip.data.synthetic import main as synthetic_main
 
 
@@ -116,13 +115,3 @@ def test_evaluation_transforms_are_deterministic(synthetic_root: Path) -> None:
     dataset = make_dataset([item], evaluation_transforms("fundus"), cache="none")
     assert torch.equal(dataset[0]["image"], dataset[0]["image"])
     assert dataset[0]["image"].shape == (3, 256, 256)  # default spatial_size
-
-
-def test_profile_loading_reports_measurements(synthetic_root: Path, tmp_path: Path) -> None:
-    fundus = profile_loading(synthetic_root / "fundus", "fundus", ["SynthA"], preprocess={"spatial_size": 32})
-    assert fundus["items"] == 4 and fundus["cold_s"] > 0 and fundus["cached_epoch_s"] > 0
-    assert fundus["cache_tensor_bytes"] == 4 * (3 + 1) * 32 * 32 * 4  # float32 image and label per item
-    disk = [profile_loading(synthetic_root / "fundus", "fundus", ["SynthB"], "disk", tmp_path / "c", limit=2) for _ in "12"]
-    assert [d["disk_cache_reused"] for d in disk] == [False, True] and disk[0]["disk_cache_bytes"] > 0
-    cardiac = profile_loading(synthetic_root / "cardiac", "cardiac", ["A"], preprocess={"spatial_size": 64})
-    assert cardiac["slices"] == 16 and cardiac["cache_tensor_bytes"] == 16 * 2 * 64 * 64 * 4

@@ -315,14 +315,16 @@ def test_evaluation_with_uncertainty_scores_and_correlation(data, ckpts, tmp_pat
 def test_reports_correlate_the_uncertainty_score_with_dice(tmp_path):
     from emclip.reports import uncertainty_correlation, write_reports
 
+    fundus = {"OD": {"labels": [1, 2], "name": "optic disc"}, "OC": {"labels": [2], "name": "optic cup"}}
+
     rows = [{"domain": d, "case": f"c{i}", "class": c, "dice": 1 - 0.1 * i, "hd95": 1.0, "uncertainty": 0.05 * i}
             for d in ("B", "C") for i in range(5) for c in ("OD", "OC")]
     rows[0] = {**rows[0], "uncertainty": 0.12}  # the best OD case of B ranked third most uncertain: rho -0.7
-    rho = {(e["domain"], e["class"]): e["spearman"] for e in uncertainty_correlation(rows, "fundus")}
+    rho = {(e["domain"], e["class"]): e["spearman"] for e in uncertainty_correlation(rows, fundus)}
     assert rho[("C", "OD")] == pytest.approx(-1.0) and rho[("B", "OD")] == pytest.approx(-0.7)
-    paths = write_reports(rows, tmp_path, "fundus")
+    paths = write_reports(rows, tmp_path, fundus)
     assert list(read_csv(paths["per_case_csv"])[0]) == ["domain", "case", "class", "dice", "hd95", "uncertainty"]
     assert {r["metric"] for r in read_csv(paths["summary_csv"])} == {"dice", "hd95", "uncertainty"}
     assert len(read_csv(paths["correlation_csv"])) == 3 * 2  # B, C, all x OD, OC
     with pytest.raises(ValueError, match="score every case or none"):
-        write_reports(rows + [{"domain": "B", "case": "x", "class": "OD", "dice": 1.0, "hd95": 0.0}], tmp_path, "fundus")
+        write_reports(rows + [{"domain": "B", "case": "x", "class": "OD", "dice": 1.0, "hd95": 0.0}], tmp_path, fundus)

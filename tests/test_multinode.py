@@ -6,8 +6,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
-from test_bundle import LOGGING, META, REPO, cfg
+from monai.handlers import StatsHandler, TensorBoardStatsHandler
+from test_bundle import LOGGING, META, REPO, TINY, cfg
+
+from emclip.workflows import ProgressLogger
 
 
 def free_port() -> int:
@@ -54,3 +58,30 @@ def test_two_nodes_train_one_model_and_only_rank_0_writes(tmp_path):
     assert any((tmp_path / "node0" / "runs").rglob("events.out.tfevents*"))
     assert not [p for p in (tmp_path / "node1").rglob("*") if p.is_file()]
     assert "emclip.train" in logs[0] and "emclip.train" not in logs[1]
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_only_rank_0_builds_logging_handlers(rank, tmp_path, monkeypatch):
+    """multi_gpu_train.yaml on a given rank: rank 0 keeps every logging handler of training and
+    validation, any other rank builds none (so writes no TensorBoard event file)."""
+    from emclip.configs import load_config
+    from emclip.data import write_synthetic
+
+    write_synthetic(tmp_path / "data", "fundus", per_domain=2, image_size=64, progress=False)
+    monkeypatch.setenv("RANK", str(rank))  # torchrun's rank, read while no process group is up
+    parser = load_config("fundus", ("train", "multi_gpu_train"), {
+        **TINY, "bundle_root": str(tmp_path / "b"), "dataset_dir": str(tmp_path / "data" / "fundus"),
+        "train_domains": ["SynthA"], "device": "$torch.device('cpu')",
+        # no process group here: the plain network, and no DistributedSampler (it reads the group)
+        "network": "@network_def", "train#sampler": None, "validate#sampler": None,
+    })
+    logging = (StatsHandler, TensorBoardStatsHandler, ProgressLogger)
+    kinds = {part: {type(h) for h in parser.get_parsed_content(key) if isinstance(h, logging)}
+             for part, key in (("train", "train#trainer#train_handlers"), ("validate", "validate#evaluator#val_handlers"))}
+    events = list((tmp_path / "b").rglob("events.out.tfevents*"))
+    if rank == 0:
+        assert kinds == {"train": set(logging), "validate": {StatsHandler, TensorBoardStatsHandler}}
+        assert events
+    else:
+        assert kinds == {"train": set(), "validate": set()}
+        assert not events

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from pathlib import Path
@@ -20,14 +21,24 @@ from PIL import Image
 
 import emclip.reports.handler as handler_module
 from emclip.reports import (
-    CLASSES,
     MetricsReportHandler,
+    ReportClass,
+    as_report_classes,
     case_metrics,
+    classes_from_channel_def,
     get_classes,
     save_overlay,
     summarize,
     write_reports,
 )
+
+# the report_classes of the two built-in overlays, as their configs write them
+FUNDUS = {"OD": {"labels": [1, 2], "name": "optic disc"}, "OC": {"labels": [2], "name": "optic cup"}}
+CARDIAC = {
+    "LV": {"labels": [1], "name": "left ventricle"},
+    "MYO": {"labels": [2], "name": "left ventricular myocardium"},
+    "RV": {"labels": [3], "name": "right ventricle"},
+}
 
 
 def _square(shape, rows, cols, value=2):
@@ -57,16 +68,57 @@ def _assert_png(path):
 # ---------------------------------------------------------------- classes
 
 
-def test_class_table_names_and_labels():
-    assert list(CLASSES) == ["fundus", "cardiac"]
-    assert {k: v.labels for k, v in get_classes("fundus").items()} == {"OD": (1, 2), "OC": (2,)}
-    assert {k: v.long_name for k, v in get_classes("cardiac").items()} == {
-        "LV": "left ventricle",
-        "MYO": "left ventricular myocardium",
-        "RV": "right ventricle",
+def test_report_classes_from_a_config_value():
+    classes = as_report_classes(FUNDUS)
+    assert classes == {"OD": ReportClass((1, 2), "optic disc"), "OC": ReportClass((2,), "optic cup")}
+    assert as_report_classes(classes) == classes
+    with pytest.raises(TypeError, match="report_classes"):
+        as_report_classes("fundus")  # a task name no longer fixes the classes
+    with pytest.raises(ValueError, match="no label values"):
+        as_report_classes({"OD": {"labels": [], "name": "optic disc"}})
+
+
+def test_builtin_overlays_set_their_report_classes():
+    assert get_classes("fundus") == as_report_classes(FUNDUS)
+    assert get_classes("cardiac") == as_report_classes(CARDIAC)
+
+
+def test_classes_from_channel_def_one_per_foreground_label():
+    channel_def = {"0": "background", "2": "myocardium", "1": "left ventricle", "3": "right ventricle"}
+    assert classes_from_channel_def(channel_def) == {
+        "left_ventricle": ReportClass((1,), "left ventricle"),
+        "myocardium": ReportClass((2,), "myocardium"),
+        "right_ventricle": ReportClass((3,), "right ventricle"),
     }
-    with pytest.raises(ValueError, match="unknown task"):
-        get_classes("brain")
+    with pytest.raises(ValueError, match="twice"):
+        classes_from_channel_def({"0": "background", "1": "a b", "2": "a-b"})
+
+
+def test_a_new_task_reports_the_classes_of_its_metadata(tmp_path):
+    """A made-up task with four structures: an overlay and a metadata file, no table in code."""
+    channel_def = {"0": "background", "1": "nucleus", "2": "cytoplasm", "3": "membrane", "4": "vesicle"}
+    (tmp_path / "metadata_cells.json").write_text(json.dumps(
+        {"network_data_format#outputs#pred#num_channels": 5, "network_data_format#outputs#pred#channel_def": channel_def}))
+    overlay = tmp_path / "cells.yaml"
+    overlay.write_text(
+        "task: cells\n"
+        "num_classes: 5\n"
+        "report_classes: \"$emclip.reports.classes_from_channel_def(@_meta_#network_data_format#outputs#pred#channel_def)\"\n"
+    )
+    classes = get_classes(overlay)
+    assert list(classes) == ["nucleus", "cytoplasm", "membrane", "vesicle"]
+
+    label = np.zeros((20, 20), dtype=np.int64)
+    for value in range(1, 5):
+        label[5 * (value - 1) : 5 * value, :10] = value
+    pred = label.copy()
+    pred[15:, :10] = 0  # no vesicle predicted
+    rows = case_metrics(pred, label, classes)
+    assert [(r["class"], r["dice"]) for r in rows] == [("nucleus", 1.0), ("cytoplasm", 1.0), ("membrane", 1.0), ("vesicle", 0.0)]
+    paths = write_reports([{"domain": "lab", "case": "c0", **r} for r in rows], tmp_path / "out", classes, task="cells")
+    markdown = paths["summary_md"].read_text()
+    assert markdown.startswith("# Segmentation metrics: cells")
+    assert "| lab | vesicle (vesicle) | 0.0000 ± 0.0000 |" in markdown
 
 
 # ---------------------------------------------------------------- case_metrics
@@ -75,7 +127,7 @@ def test_class_table_names_and_labels():
 def test_dice_of_half_overlapping_squares():
     label = _square((40, 40), (0, 20), (0, 20))
     pred = _square((40, 40), (10, 30), (0, 20))  # overlap 10x20 of two 20x20 squares
-    rows = _by_class(case_metrics(pred, label, "fundus"))
+    rows = _by_class(case_metrics(pred, label, FUNDUS))
     assert rows["OD"]["dice"] == pytest.approx(0.5)
     assert rows["OC"]["dice"] == pytest.approx(0.5)
 
@@ -83,12 +135,12 @@ def test_dice_of_half_overlapping_squares():
 def test_hd95_of_shifted_square_in_pixels_and_with_spacing():
     label = _square((48, 48), (5, 25), (5, 25))
     pred = _square((48, 48), (8, 28), (5, 25))  # shifted 3 pixels along axis 0
-    assert _by_class(case_metrics(pred, label, "fundus"))["OD"]["hd95"] == pytest.approx(3.0)
+    assert _by_class(case_metrics(pred, label, FUNDUS))["OD"]["hd95"] == pytest.approx(3.0)
     # The shift is along axis 0, so only that axis's spacing scales the distance.
-    assert _by_class(case_metrics(pred, label, "fundus", spacing=(2.0, 1.0)))["OD"]["hd95"] == pytest.approx(6.0)
-    assert _by_class(case_metrics(pred, label, "fundus", spacing=(1.0, 2.0)))["OD"]["hd95"] == pytest.approx(3.0)
+    assert _by_class(case_metrics(pred, label, FUNDUS, spacing=(2.0, 1.0)))["OD"]["hd95"] == pytest.approx(6.0)
+    assert _by_class(case_metrics(pred, label, FUNDUS, spacing=(1.0, 2.0)))["OD"]["hd95"] == pytest.approx(3.0)
     with pytest.raises(ValueError, match="spacing"):
-        case_metrics(pred, label, "fundus", spacing=(1.0, 1.0, 1.0))
+        case_metrics(pred, label, FUNDUS, spacing=(1.0, 1.0, 1.0))
 
 
 def test_cardiac_volume_with_anisotropic_spacing_and_channel_axis():
@@ -98,7 +150,7 @@ def test_cardiac_volume_with_anisotropic_spacing_and_channel_axis():
     pred = label.copy()
     pred[pred == 1] = 0
     pred[4:14, 4:14, 2:5] = 1  # LV moved one slice (10 mm) along the last axis
-    rows = _by_class(case_metrics(torch.from_numpy(pred)[None], label[None], "cardiac", spacing=(1.25, 1.25, 10.0)))
+    rows = _by_class(case_metrics(torch.from_numpy(pred)[None], label[None], CARDIAC, spacing=(1.25, 1.25, 10.0)))
     assert list(rows) == ["LV", "MYO", "RV"]
     assert rows["LV"]["dice"] == pytest.approx(2 / 3)
     assert rows["LV"]["hd95"] == pytest.approx(10.0)
@@ -110,13 +162,13 @@ def test_fundus_od_is_rim_plus_cup_and_oc_is_cup():
     label = _square((32, 32), (4, 24), (4, 24), value=1)
     label[10:18, 10:18] = 2  # cup inside the disc rim
     pred_disc_only = np.where(label > 0, 1, 0)  # the whole disc, but labelled as rim
-    rows = _by_class(case_metrics(pred_disc_only, label, "fundus"))
+    rows = _by_class(case_metrics(pred_disc_only, label, FUNDUS))
     assert rows["OD"]["dice"] == pytest.approx(1.0)
     assert rows["OD"]["hd95"] == pytest.approx(0.0)
     assert rows["OC"]["dice"] == 0.0
     assert math.isnan(rows["OC"]["hd95"])
     # Predicting only the cup gives a perfect OC but an OD that is just the cup's share of the disc.
-    rows = _by_class(case_metrics(np.where(label == 2, 2, 0), label, "fundus"))
+    rows = _by_class(case_metrics(np.where(label == 2, 2, 0), label, FUNDUS))
     assert rows["OC"]["dice"] == pytest.approx(1.0)
     assert rows["OD"]["dice"] == pytest.approx(2 * 64 / (64 + 400))
 
@@ -124,17 +176,17 @@ def test_fundus_od_is_rim_plus_cup_and_oc_is_cup():
 def test_empty_mask_rules():
     empty = np.zeros((16, 16), dtype=np.int64)
     cup = _square((16, 16), (4, 8), (4, 8))
-    both_empty = _by_class(case_metrics(empty, empty, "fundus"))["OC"]
+    both_empty = _by_class(case_metrics(empty, empty, FUNDUS))["OC"]
     assert (both_empty["dice"], both_empty["hd95"]) == (1.0, 0.0)
     for pred, label in ((cup, empty), (empty, cup)):
-        one_empty = _by_class(case_metrics(pred, label, "fundus"))["OC"]
+        one_empty = _by_class(case_metrics(pred, label, FUNDUS))["OC"]
         assert one_empty["dice"] == 0.0
         assert math.isnan(one_empty["hd95"])
 
 
 def test_shape_mismatch_names_both_shapes():
     with pytest.raises(ValueError, match=r"\(16, 16\).*\(16, 12\)"):
-        case_metrics(np.zeros((16, 16)), np.zeros((1, 16, 12)), "fundus")
+        case_metrics(np.zeros((16, 16)), np.zeros((1, 16, 12)), FUNDUS)
 
 
 # ---------------------------------------------------------------- summaries and files
@@ -145,7 +197,7 @@ def _synthetic_rows(seed=0):
     rows = []
     for domain, n_cases in (("siteA", 4), ("siteB", 3)):
         for i in range(n_cases):
-            for name in get_classes("fundus"):
+            for name in FUNDUS:
                 hd95 = math.nan if (domain, i, name) == ("siteA", 1, "OC") else float(rng.uniform(1, 20))
                 rows.append(
                     {"domain": domain, "case": f"c{i}", "class": name, "dice": float(rng.uniform()), "hd95": hd95}
@@ -155,7 +207,7 @@ def _synthetic_rows(seed=0):
 
 def test_summary_matches_numpy_and_skips_nan():
     rows = _synthetic_rows()
-    summary = summarize(rows, "fundus")
+    summary = summarize(rows, FUNDUS)
     assert len(summary) == 3 * 2 * 2  # (siteA, siteB, all) x (OD, OC) x (dice, hd95)
     for entry in summary:
         values = np.array(
@@ -177,17 +229,17 @@ def test_summary_matches_numpy_and_skips_nan():
 
 def test_summary_of_all_nan_values_and_bad_rows():
     rows = [{"domain": "d", "case": "c", "class": "OC", "dice": 0.0, "hd95": math.nan}]
-    entry = {(e["class"], e["metric"]): e for e in summarize(rows, "fundus")}[("OC", "hd95")]
+    entry = {(e["class"], e["metric"]): e for e in summarize(rows, FUNDUS)}[("OC", "hd95")]
     assert entry["n"] == 0 and math.isnan(entry["mean"]) and math.isnan(entry["std"])
-    with pytest.raises(ValueError, match="not a fundus class"):
-        summarize([{**rows[0], "class": "LV"}], "fundus")
+    with pytest.raises(ValueError, match="not a reported class"):
+        summarize([{**rows[0], "class": "LV"}], FUNDUS)
     with pytest.raises(ValueError, match="reserved"):
-        summarize([{**rows[0], "domain": "all"}], "fundus")
+        summarize([{**rows[0], "domain": "all"}], FUNDUS)
 
 
 def test_write_reports_files(tmp_path):
     rows = _synthetic_rows()
-    paths = write_reports(rows, tmp_path / "out", "fundus")
+    paths = write_reports(rows, tmp_path / "out", FUNDUS)
 
     columns, per_case = _read_csv(paths["per_case_csv"])
     assert columns == ["domain", "case", "class", "dice", "hd95"]
@@ -222,15 +274,15 @@ def test_save_overlay_rgb_2d_and_grey_3d(tmp_path):
     label[14:22, 14:22] = 2
     pred = np.roll(label, 2, axis=0)
     image = torch.randn(3, 40, 48) * 2.5 - 1.0  # channel-first RGB, CLIP-style normalisation
-    path = save_overlay(image, label[None], pred, tmp_path / "o" / "fundus.png", "fundus", title="a / b")
+    path = save_overlay(image, label[None], pred, tmp_path / "o" / "fundus.png", FUNDUS, title="a / b")
     _assert_png(path)
 
     volume_label = np.zeros((32, 32, 5), dtype=np.int64)
     volume_label[8:20, 8:20, 3] = 1
     empty_pred = np.zeros_like(volume_label)
-    _assert_png(save_overlay(np.random.rand(1, 32, 32, 5), volume_label, empty_pred, tmp_path / "v.png", "cardiac"))
+    _assert_png(save_overlay(np.random.rand(1, 32, 32, 5), volume_label, empty_pred, tmp_path / "v.png", CARDIAC))
     with pytest.raises(ValueError, match="spatial shape"):
-        save_overlay(np.zeros((1, 30, 32, 5)), volume_label, empty_pred, tmp_path / "bad.png", "cardiac")
+        save_overlay(np.zeros((1, 30, 32, 5)), volume_label, empty_pred, tmp_path / "bad.png", CARDIAC)
 
 
 # ---------------------------------------------------------------- handler
@@ -286,7 +338,7 @@ def _engine():
 
 def test_handler_writes_reports_and_sets_metrics(tmp_path, caplog):
     engine = _engine()
-    handler = MetricsReportHandler(tmp_path / "eval", "fundus", overlays_per_domain=2)
+    handler = MetricsReportHandler(tmp_path / "eval", FUNDUS, overlays_per_domain=2)
     handler.attach(engine)
     data = _evaluation_batches()
     with caplog.at_level(logging.INFO, logger="emclip.reports"):
@@ -328,7 +380,7 @@ def test_handler_writes_reports_and_sets_metrics(tmp_path, caplog):
 def test_handler_reads_domain_from_batch_and_rejects_undecollated_output(tmp_path, caplog):
     item = {"pred": torch.zeros(1, 8, 8, dtype=torch.long), "label": torch.zeros(1, 8, 8, dtype=torch.long)}
     engine = _engine()
-    handler = MetricsReportHandler(tmp_path, "fundus", overlays_per_domain=0)
+    handler = MetricsReportHandler(tmp_path, FUNDUS, overlays_per_domain=0)
     handler.attach(engine)
     engine.run([([{"domain": "siteZ", "case": "z9"}], [item])], max_epochs=1)
     assert {(r["domain"], r["case"]) for r in handler.rows} == {("siteZ", "z9")}
@@ -337,7 +389,7 @@ def test_handler_reads_domain_from_batch_and_rejects_undecollated_output(tmp_pat
     # An image on another grid than the label (e.g. label inverted to original geometry) gets no
     # overlay, but the case is still scored.
     engine = _engine()
-    handler = MetricsReportHandler(tmp_path, "fundus")
+    handler = MetricsReportHandler(tmp_path, FUNDUS)
     handler.attach(engine)
     with caplog.at_level(logging.WARNING, logger="emclip.reports"):
         engine.run([([{}], [{**item, "image": torch.rand(3, 16, 16)}])], max_epochs=1)
@@ -346,7 +398,7 @@ def test_handler_reads_domain_from_batch_and_rejects_undecollated_output(tmp_pat
     assert any("grids differ" in r.getMessage() for r in caplog.records)
 
     bad = Engine(lambda engine, batch: item)
-    MetricsReportHandler(tmp_path, "fundus").attach(bad)
+    MetricsReportHandler(tmp_path, FUNDUS).attach(bad)
     with pytest.raises(TypeError, match="decollate"):
         bad.run([0], max_epochs=1)
 
@@ -370,7 +422,7 @@ def test_handler_distributed_gathers_and_writes_on_rank0(tmp_path, monkeypatch, 
     )
     monkeypatch.setattr(handler_module, "dist", fake)
     engine = _engine()
-    MetricsReportHandler(tmp_path, "fundus").attach(engine)
+    MetricsReportHandler(tmp_path, FUNDUS).attach(engine)
     engine.run([([{}], own)], max_epochs=1)
 
     assert "dice_OD" in engine.state.metrics  # every rank gets the metrics
@@ -404,7 +456,7 @@ def test_handler_in_monai_evaluator_feeds_checkpoint_saver(tmp_path):
         network=net,
         postprocessing=AsDiscreted(keys="pred", argmax=True),
         val_handlers=[
-            MetricsReportHandler(tmp_path / "eval", "fundus", overlays_per_domain=1),
+            MetricsReportHandler(tmp_path / "eval", FUNDUS, overlays_per_domain=1),
             # Runs after the report handler on EPOCH_COMPLETED, so it can key on its metrics.
             CheckpointSaver(str(tmp_path / "ckpt"), {"net": net}, save_key_metric=True, key_metric_name="dice_mean"),
         ],

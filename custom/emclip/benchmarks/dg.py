@@ -40,8 +40,8 @@ import numpy as np
 import yaml
 
 from emclip.data import build_datalist
-from emclip.demo import CONFIGS, TASKS, bundle_command
-from emclip.reports import paired_bootstrap, summarize
+from emclip.configs import CONFIGS, bundle_command, meta_files, task_files
+from emclip.reports import get_classes, paired_bootstrap, summarize
 
 __all__ = [
     "load_settings", "plan_runs", "run_one", "sweep_one", "collect", "collect_scale", "paired_rows",
@@ -117,8 +117,7 @@ def plan_runs(settings: dict[str, Any], data_root: Path, work_dir: Path) -> list
 
 
 def _meta_and_configs(task: str, configs: list[str]) -> tuple[list[str], list[str]]:
-    meta = [str(CONFIGS / m) for m in TASKS[task][1]]
-    return meta, [str(CONFIGS / f"{c}.yaml") for c in configs + [task]]
+    return [str(m) for m in meta_files(task)], [str(f) for f in task_files(configs, task)]
 
 
 def _workflow(run: dict[str, Any], configs: list[str], kind: str, **overrides: Any):
@@ -225,7 +224,7 @@ def _child(out: Path, args: list[str]) -> None:
 
 def collect(run: dict[str, Any], result: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of one finished run: mean Dice/HD95 per evaluated domain and class."""
-    summary = summarize(_per_case(_run_dir(run) / "eval" / run["task"]), run["task"])
+    summary = summarize(_per_case(_run_dir(run) / "eval" / run["task"]), get_classes(run["task"]))
     rows = {}
     for entry in summary:
         if entry["domain"] == "all":
@@ -254,7 +253,7 @@ def collect_scale(run: dict[str, Any], sweep: dict[str, Any]) -> list[dict[str, 
             folder = _run_dir(run) / "eval" / run["task"] if (split, zoom) == ("eval", 1.0) else _scale_dir(run, split, zoom)
             if not (folder / "metrics_per_case.csv").is_file():
                 continue
-            for entry in summarize(_per_case(folder), run["task"]):
+            for entry in summarize(_per_case(folder), get_classes(run["task"])):
                 if entry["domain"] != "all" and entry["metric"] == "dice":
                     rows.append({"task": run["task"], "source": run["source"], "model": run["model"], "seed": run["seed"],
                                  "split": split, "zoom": zoom, "domain": entry["domain"], "class": entry["class"],

@@ -25,7 +25,6 @@ initialised (speed and memory do not depend on the weights' values; the loss cur
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import tempfile
@@ -38,11 +37,11 @@ import torch
 import yaml
 from ignite.engine import Events
 
-from emclip.benchmarks.speed import bare_encoder, median_seconds, training_loss
-from emclip.demo import CONFIGS
+from emclip.benchmarks.speed import bare_encoder, median_seconds, training_loss, write_csv
+from emclip.configs import CONFIGS, meta_files, task_files
 from emclip.networks import EMCLIP
 
-__all__ = ["autocast", "run_speed", "run_training", "write_csv", "main"]
+__all__ = ["autocast", "run_speed", "run_training", "main"]
 
 NUM_CLASSES = 3
 CHANNELS_LAST = torch.channels_last
@@ -163,8 +162,8 @@ def run_training(args: argparse.Namespace, device: torch.device, bundle_root: Pa
         if not sep:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         overrides[key] = yaml.safe_load(value)
-    files = [str(CONFIGS / f) for f in ("train.yaml", "fundus.yaml", "clip_vit_b16.yaml")]
-    workflow = ConfigWorkflow(config_file=files, meta_file=str(CONFIGS / "metadata.json"),
+    files = [str(f) for f in task_files(["train"], "fundus") + [CONFIGS / "clip_vit_b16.yaml"]]
+    workflow = ConfigWorkflow(config_file=files, meta_file=[str(m) for m in meta_files("fundus")],
                               logging_file=str(CONFIGS / "logging.conf"), workflow_type="train", **overrides)
     workflow.initialize()
     trainer = workflow.parser.get_parsed_content("train#trainer")
@@ -207,16 +206,6 @@ def run_training(args: argparse.Namespace, device: torch.device, bundle_root: Pa
 
 def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-
-
-def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Write ``rows`` (dicts) to ``path`` with the union of their keys as columns."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:

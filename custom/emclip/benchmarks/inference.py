@@ -122,7 +122,7 @@ def summarize_variants(rows: Sequence[Mapping[str, Any]], task: str, source_doma
     for variant in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == variant]
         scored = [r for r in mine if not math.isnan(r["uncertainty"])]
-        rho = {(e["domain"], e["class"]): e["spearman"] for e in uncertainty_correlation(scored, task)} if scored else {}
+        rho = {(e["domain"], e["class"]): e["spearman"] for e in uncertainty_correlation(scored, get_classes(task))} if scored else {}
         for domain in dict.fromkeys(r["domain"] for r in mine):
             for name in get_classes(task):
                 cell = [r for r in mine if r["domain"] == domain and r["class"] == name]

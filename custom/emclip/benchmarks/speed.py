@@ -60,7 +60,9 @@ from emclip.networks import EMCLIP, PRESETS, EMAggregation, get_preset
 __all__ = [
     "bare_encoder",
     "benchmark_unet",
+    "inference_step",
     "median_seconds",
+    "training_step",
     "training_loss",
     "run_latency",
     "run_train",
@@ -68,6 +70,7 @@ __all__ = [
     "run_memory",
     "run_onnx",
     "peak_training_memory",
+    "write_csv",
     "write_outputs",
     "main",
 ]
@@ -117,7 +120,7 @@ def _unet_columns(unet: torch.nn.Module | None, x: torch.Tensor, train: bool, em
     for memory_format in LAYOUTS.values():
         unet.to(memory_format=memory_format)
         xl = x.contiguous(memory_format=memory_format)
-        step = _training_step(unet, xl, training_loss("unet", x.shape[0], x.shape[-1])) if train else _inference_step(unet, xl)
+        step = training_step(unet, xl, training_loss("unet", x.shape[0], x.shape[-1])) if train else inference_step(unet, xl)
         times.append(median_seconds(step, min_run_time)[0])
     unet_ms = round(min(times) / x.shape[0] * 1e3, 3)
     return {"unet_ms": unet_ms, "ratio_unet": round(emclip_ms / unet_ms, 3)}
@@ -133,9 +136,10 @@ def training_loss(which: str, batch: int, size: int, device: torch.device | str 
     return lambda out: criterion(out, target)
 
 
-def _inference_step(
+def inference_step(
     model: torch.nn.Module, x: torch.Tensor, context: Callable[[], Any] = torch.inference_mode
 ) -> Callable[[], None]:
+    """A timed inference: ``model(x)`` in eval mode under ``context`` (inference mode, or e.g. ``torch.no_grad``)."""
     model.eval()
 
     def step() -> None:
@@ -145,7 +149,8 @@ def _inference_step(
     return step
 
 
-def _training_step(model: torch.nn.Module, x: torch.Tensor, loss: Callable[[Any], torch.Tensor]) -> Callable[[], None]:
+def training_step(model: torch.nn.Module, x: torch.Tensor, loss: Callable[[Any], torch.Tensor]) -> Callable[[], None]:
+    """A timed training step on ``x``: forward, ``loss`` (e.g. :func:`training_loss`), backward, AdamW."""
     model.train()
     # A fresh optimizer per call: AdamW's state takes the parameters' layout when it is created.
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
@@ -208,9 +213,9 @@ def _compare(
         for which, model in (("emclip", net), ("encoder", encoder)):
             model.to(memory_format=memory_format)
             if train:
-                step = _training_step(model, xl, training_loss(which, batch, size))
+                step = training_step(model, xl, training_loss(which, batch, size))
             else:
-                step = _inference_step(model, xl)
+                step = inference_step(model, xl)
             seconds, n = median_seconds(step, min_run_time)
             row[f"{which}_{layout}_ms"] = round(seconds / batch * 1e3, 3)
             samples.append(n)
@@ -294,7 +299,7 @@ def run_em(
         images = {size: torch.randn(1, 3, size, size).contiguous(memory_format=channels_last) for size in sizes}
 
         def forward_ms(size: int) -> float:
-            return round(median_seconds(_inference_step(net, images[size]), min_run_time)[0] * 1e3, 3)
+            return round(median_seconds(inference_step(net, images[size]), min_run_time)[0] * 1e3, 3)
 
         # Swapping net.em builds what EMCLIP(use_em=False) and EMCLIP(em_bases=K) build, without
         # rebuilding the backbone and re-encoding the prompts for every K.
@@ -305,7 +310,7 @@ def run_em(
             for grid in sorted(set(size_of_grid) | set(extra_grids)):
                 # The backbone hands EM its joint-space map with channels-last strides.
                 dense = torch.randn(1, channels, grid, grid).contiguous(memory_format=channels_last)
-                em_ms = round(median_seconds(_inference_step(net.em, dense), min_run_time)[0] * 1e3, 4)
+                em_ms = round(median_seconds(inference_step(net.em, dense), min_run_time)[0] * 1e3, 4)
                 row = {"backbone": backbone, "channels": channels, "K": k, "grid": grid, "tokens": grid * grid}
                 row.update(size=grid * stride, em_ms=em_ms)
                 size = size_of_grid.get(grid)
@@ -339,7 +344,7 @@ def peak_training_memory(
     model = builders[which]()
     model.to(memory_format=LAYOUTS["channels_last"])
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=LAYOUTS["channels_last"])
-    step = _training_step(model, x, training_loss(which, batch, size))
+    step = training_step(model, x, training_loss(which, batch, size))
     for _ in range(steps):
         step()
     return {"peak_mib": _status_mib("VmHWM"), "baseline_mib": baseline}
@@ -389,7 +394,7 @@ def run_onnx(backbones: Sequence[str], sizes: Sequence[int], min_run_time: float
             samples = []
             for layout, memory_format in LAYOUTS.items():
                 net.to(memory_format=memory_format)
-                seconds, n = median_seconds(_inference_step(net, x.contiguous(memory_format=memory_format)), min_run_time)
+                seconds, n = median_seconds(inference_step(net, x.contiguous(memory_format=memory_format)), min_run_time)
                 row[f"eager_{layout}_ms"] = round(seconds * 1e3, 3)
                 samples.append(n)
             row["eager_layout"] = min(LAYOUTS, key=lambda layout: row[f"eager_{layout}_ms"])
@@ -407,12 +412,14 @@ def run_onnx(backbones: Sequence[str], sizes: Sequence[int], min_run_time: float
     return rows
 
 
-def _write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    fields = list(dict.fromkeys(key for row in rows for key in row))
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Write ``rows`` (dicts) to ``path`` with the union of their keys as columns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
+    return path
 
 
 def _figure(panels: int = 1) -> tuple[Figure, Any]:
@@ -460,7 +467,7 @@ def write_outputs(results: dict[str, list[dict[str, Any]]], output_dir: str | os
     written = []
     for part, rows in results.items():
         if rows:
-            _write_csv(rows, out / f"speed_{part}.csv")
+            write_csv(rows, out / f"speed_{part}.csv")
             written.append(out / f"speed_{part}.csv")
     for part, title in (("latency", "inference per image, batch 1"), ("train", "training step per image")):
         if results.get(part):

@@ -179,7 +179,7 @@ def collect_cases(workflow: ConfigWorkflow, task: str) -> list[Case]:
             if "uncertainty" in item:
                 from emclip.inference.uncertainty import uncertainty_scores
 
-                uncertainty = uncertainty_scores(item["uncertainty"], pred, task)
+                uncertainty = uncertainty_scores(item["uncertainty"], pred, get_classes(task))
             name = label.meta["filename_or_obj"] if isinstance(label, MetaTensor) else f"case_{len(cases)}"
             cases.append(Case(str(item.get("domain", extra.get("domain"))), case_from_filename(name),
                               pred.astype(np.uint8), as_label_map(label).astype(np.uint8), spacing, seconds, uncertainty))
@@ -201,7 +201,7 @@ def score_cases(cases: Sequence[Case], task: str, steps: Sequence[Callable] = ()
         start = time.perf_counter()
         pred = convert_to_numpy(chain({"pred": c.pred[None]})["pred"])[0] if steps else c.pred
         seconds = c.seconds + time.perf_counter() - start
-        for m in case_metrics(pred, c.label, task, spacing=c.spacing):
+        for m in case_metrics(pred, c.label, get_classes(task), spacing=c.spacing):
             rows.append({"domain": c.domain, "case": c.case, **m, "seconds": seconds})
     return rows
 

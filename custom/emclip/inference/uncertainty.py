@@ -13,7 +13,7 @@ from monai.transforms import CastToTyped, MapTransform, SaveImaged, ScaleIntensi
 from monai.utils import convert_to_dst_type, convert_to_numpy
 
 from emclip.inference.tent import entropy
-from emclip.reports.classes import get_classes
+from emclip.reports.classes import as_report_classes
 
 __all__ = ["EIGHT_BIT_EXTS", "PredictiveEntropyd", "predictive_entropy", "uncertainty_outputs", "uncertainty_scores"]
 
@@ -59,7 +59,7 @@ class PredictiveEntropyd(MapTransform):
         return d
 
 
-def uncertainty_scores(uncertainty: NdarrayOrTensor, pred: np.ndarray, task: str) -> dict[str, float]:
+def uncertainty_scores(uncertainty: NdarrayOrTensor, pred: np.ndarray, classes: Mapping[str, Any]) -> dict[str, float]:
     """Per-class score of one case: the mean uncertainty over the pixels predicted as the class.
 
     A class predicted nowhere scores 1.0, the largest value: a missing structure is a failure to flag.
@@ -67,14 +67,14 @@ def uncertainty_scores(uncertainty: NdarrayOrTensor, pred: np.ndarray, task: str
     Args:
         uncertainty: the case's map, ``([1,] spatial)``, in the geometry of ``pred``.
         pred: the predicted label map ``(spatial)``.
-        task: task name (the reported classes).
+        classes: the reported classes (see :func:`emclip.reports.classes.as_report_classes`).
     """
     u = convert_to_numpy(uncertainty).astype(np.float64)
     u = u[0] if u.ndim == pred.ndim + 1 else u
     if u.shape != pred.shape:
         raise ValueError(f"uncertainty map {u.shape} and prediction {pred.shape} differ in shape")
     scores = {}
-    for name, spec in get_classes(task).items():
+    for name, spec in as_report_classes(classes).items():
         region = np.isin(pred, spec.labels)
         scores[name] = float(u[region].mean()) if region.any() else 1.0
     return scores

@@ -75,11 +75,12 @@ class PixelDecoder(nn.Module):
     With text guidance, the coarsest level also receives the joint-space embedding and the
     pixel-text score map (DenseCLIP), the pixels of every level at stride 4 or coarser cross-attend
     to the class text embeddings, and the logits are cosine similarities between pixel embeddings
-    and text-derived class queries (class queries made from text, as in text-query segmentation
-    decoders). Without it, the same FPN ends in a 1x1 conv. Levels finer than stride 4 (``fine_levels``
-    of them, first in ``level_channels``) carry detail for thin structures: they are fused top-down
-    like the others but are ``fine_channels`` wide and skip the cross-attention, whose cost grows
-    with the pixel count while the text it adds is already in the coarser levels.
+    and class queries made from the class text embeddings (the idea of the Textual Query-Driven
+    Mask Transformer, Pak et al., ECCV 2024). Without it, the same FPN ends in a 1x1 conv. Levels
+    finer than stride 4 (``fine_levels`` of them, first in ``level_channels``) carry detail for
+    thin structures: they are fused top-down like the others but are ``fine_channels`` wide and
+    skip the cross-attention, whose cost grows with the pixel count while the text it adds is
+    already in the coarser levels.
 
     Args:
         level_channels: channels of the input levels, finest first (the last is the coarsest).

@@ -3,7 +3,7 @@ an Ignite handler that produces them during evaluation."""
 
 from __future__ import annotations
 
-from emclip.reports.classes import CLASSES, ReportClass, get_classes
+from emclip.reports.classes import ReportClass, as_report_classes, classes_from_channel_def, get_classes
 from emclip.reports.handler import MetricsReportHandler
 from emclip.reports.metrics import as_label_map, case_metrics
 from emclip.reports.overlay import save_overlay
@@ -18,8 +18,9 @@ from emclip.reports.writers import (
 )
 
 __all__ = [
-    "CLASSES",
     "ReportClass",
+    "as_report_classes",
+    "classes_from_channel_def",
     "get_classes",
     "MetricsReportHandler",
     "as_label_map",

@@ -14,7 +14,7 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 from monai.utils import convert_to_numpy
 
-from emclip.reports.classes import get_classes
+from emclip.reports.classes import as_report_classes
 from emclip.reports.metrics import as_label_map, case_metrics
 from emclip.reports.overlay import save_overlay
 from emclip.reports.writers import ALL_DOMAINS, safe_filename, summarize, summary_markdown, write_reports
@@ -73,7 +73,9 @@ class MetricsReportHandler:
 
     Args:
         output_dir: folder for the reports.
-        task: task name, a key of :data:`emclip.reports.classes.CLASSES`.
+        classes: the reported classes, the config's ``report_classes`` (see
+            :func:`emclip.reports.classes.as_report_classes`).
+        task: a task name for the report titles.
         overlays_per_domain: overlays kept per domain; 0 disables them.
         pred_key: key of the prediction in each output item.
         label_key: key of the ground truth.
@@ -91,7 +93,8 @@ class MetricsReportHandler:
     def __init__(
         self,
         output_dir: str | os.PathLike,
-        task: str,
+        classes: Mapping[str, Any],
+        task: str | None = None,
         overlays_per_domain: int = 3,
         pred_key: str = "pred",
         label_key: str = "label",
@@ -101,7 +104,8 @@ class MetricsReportHandler:
         uncertainty_key: str = "uncertainty",
         log_summary: bool = True,
     ) -> None:
-        get_classes(task)  # fail at construction, not after a whole evaluation, on a bad task
+        # checked at construction, not after a whole evaluation
+        self.classes = as_report_classes(classes)
         self.output_dir = Path(output_dir)
         self.task = task
         self.overlays_per_domain = overlays_per_domain
@@ -175,7 +179,7 @@ class MetricsReportHandler:
             case = case_from_filename(label.meta["filename_or_obj"])
         if case is None:
             # Ranks number their unnamed cases separately; the rank prefix keeps them apart.
-            index = len(self.rows) // len(get_classes(self.task))
+            index = len(self.rows) // len(self.classes)
             case = f"rank{dist.get_rank()}_case_{index}" if self._is_distributed() else f"case_{index}"
         case = str(case)
 
@@ -185,12 +189,12 @@ class MetricsReportHandler:
             # A 2D image's affine is still 4x4, so pixdim may carry a third, unused value.
             spacing = pixdim[: label_map.ndim].tolist() if pixdim.size >= label_map.ndim else None
 
-        metrics = case_metrics(pred_arr, label_map, self.task, spacing=spacing)
+        metrics = case_metrics(pred_arr, label_map, self.classes, spacing=spacing)
         uncertainty = lookup(self.uncertainty_key)
         if uncertainty is not None:
             from emclip.inference.uncertainty import uncertainty_scores  # the inference package imports reports
 
-            scores = uncertainty_scores(uncertainty, pred_arr, self.task)
+            scores = uncertainty_scores(uncertainty, pred_arr, self.classes)
             metrics = [{**m, "uncertainty": scores[m["class"]]} for m in metrics]
         self.rows.extend({"domain": domain, "case": case, **m} for m in metrics)
 
@@ -209,7 +213,7 @@ class MetricsReportHandler:
             return
         title = f"{domain} / {case}: Dice " + ", ".join(f"{m['class']} {m['dice']:.3f}" for m in metrics)
         path = self.output_dir / "overlays" / safe_filename(domain) / f"{safe_filename(case)}.png"
-        self.overlays.setdefault(domain, []).append(save_overlay(image, label_map, pred_arr, path, self.task, title))
+        self.overlays.setdefault(domain, []).append(save_overlay(image, label_map, pred_arr, path, self.classes, title))
 
     @staticmethod
     def _is_distributed() -> bool:
@@ -238,15 +242,15 @@ class MetricsReportHandler:
                 ``hd95_<class>`` and ``dice_mean``.
         """
         rows = self._gathered_rows()
-        summary = summarize(rows, self.task)
+        summary = summarize(rows, self.classes)
         metrics = {f"{e['metric']}_{e['class']}": e["mean"] for e in summary if e["domain"] == ALL_DOMAINS}
-        dice_means = [metrics[f"dice_{name}"] for name in get_classes(self.task)]
+        dice_means = [metrics[f"dice_{name}"] for name in self.classes]
         finite = [m for m in dice_means if not math.isnan(m)]
         metrics["dice_mean"] = sum(finite) / len(finite) if finite else math.nan
         engine.state.metrics.update(metrics)
         if not self._is_rank0():
             return
-        write_reports(rows, self.output_dir, self.task, overlays=self.overlays)
+        write_reports(rows, self.output_dir, self.classes, overlays=self.overlays, task=self.task)
         n_cases = len(rows) // len(dice_means)
-        table = "\n" + summary_markdown(summary, self.task) if self.log_summary else ""
+        table = "\n" + summary_markdown(summary, self.classes, self.task) if self.log_summary else ""
         logger.info("%d cases, reports in %s%s", n_cases, self.output_dir, table)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from monai.config import NdarrayOrTensor
 from monai.metrics import compute_dice, compute_hausdorff_distance
 from monai.utils import convert_to_numpy
 
-from emclip.reports.classes import get_classes
+from emclip.reports.classes import as_report_classes
 
 __all__ = ["as_label_map", "case_metrics"]
 
@@ -36,7 +36,7 @@ def as_label_map(x: NdarrayOrTensor) -> np.ndarray:
 def case_metrics(
     pred: NdarrayOrTensor,
     label: NdarrayOrTensor,
-    task: str,
+    classes: Mapping[str, Any],
     spacing: float | Sequence[float] | None = None,
 ) -> list[dict[str, float | str]]:
     """Dice and 95th-percentile Hausdorff distance of every reported class of one case.
@@ -50,17 +50,18 @@ def case_metrics(
     Args:
         pred: predicted integer label map, see :func:`as_label_map` for the accepted shapes.
         label: ground-truth integer label map of the same spatial shape.
-        task: task name, a key of :data:`emclip.reports.classes.CLASSES`.
+        classes: the reported classes (a config's ``report_classes``, see
+            :func:`emclip.reports.classes.as_report_classes`).
         spacing: voxel size per spatial axis (or one number for all axes), so that HD95 is in
             physical units (mm for NIfTI); ``None`` measures HD95 in pixels.
 
     Returns:
-        One dict per class, in the task's class order: ``{"class", "dice", "hd95"}``.
+        One dict per class, in the order of ``classes``: ``{"class", "dice", "hd95"}``.
 
     Raises:
-        ValueError: on unknown task, mismatched shapes or a spacing of the wrong length.
+        ValueError: on mismatched shapes or a spacing of the wrong length.
     """
-    classes = get_classes(task)
+    classes = as_report_classes(classes)
     pred_map, label_map = as_label_map(pred), as_label_map(label)
     if pred_map.shape != label_map.shape:
         raise ValueError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -13,7 +14,7 @@ from matplotlib.lines import Line2D
 from monai.config import NdarrayOrTensor
 from monai.utils import convert_to_numpy
 
-from emclip.reports.classes import get_classes
+from emclip.reports.classes import as_report_classes
 from emclip.reports.metrics import as_label_map
 
 __all__ = ["save_overlay"]
@@ -43,7 +44,7 @@ def save_overlay(
     label: NdarrayOrTensor,
     pred: NdarrayOrTensor,
     path: str | os.PathLike,
-    task: str,
+    classes: Mapping[str, Any],
     title: str | None = None,
 ) -> Path:
     """Save a PNG with the ground truth (left) and the prediction (right) outlined on the image.
@@ -59,7 +60,7 @@ def save_overlay(
         label: ground-truth integer label map, see :func:`emclip.reports.metrics.as_label_map`.
         pred: predicted integer label map with the same spatial shape.
         path: PNG file to write; parent folders are created.
-        task: task name, which fixes the classes drawn.
+        classes: the reported classes drawn (see :func:`emclip.reports.classes.as_report_classes`).
         title: optional figure title, e.g. the domain, case and scores.
 
     Returns:
@@ -78,7 +79,7 @@ def save_overlay(
         z = int(per_slice.argmax()) if per_slice.any() else label_map.shape[2] // 2
         label_map, pred_map, picture = label_map[..., z], pred_map[..., z], picture[:, :, z]
 
-    classes = get_classes(task)
+    classes = as_report_classes(classes)
     colours = [_COLOURS[i % len(_COLOURS)] for i in range(len(classes))]
     height, width = label_map.shape
     fig = Figure(figsize=(2 * 4.0 * width / max(height, width) + 0.4, 4.0 * height / max(height, width) + 1.0))

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from emclip.reports.classes import get_classes
+from emclip.reports.classes import as_report_classes
 
 __all__ = [
     "ALL_DOMAINS",
@@ -48,16 +48,16 @@ def safe_filename(name: str) -> str:
     return cleaned or "_"
 
 
-def _check_rows(rows: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, Any]]:
+def _check_rows(rows: Iterable[Mapping[str, Any]], classes: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Validate per-case rows and normalise their types (str names, float metrics)."""
-    classes = get_classes(task)
+    classes = as_report_classes(classes)
     checked = []
     for row in rows:
         missing = [k for k in PER_CASE_COLUMNS if k not in row]
         if missing:
             raise ValueError(f"row {dict(row)} lacks keys {missing}; rows need {list(PER_CASE_COLUMNS)}")
         if row["class"] not in classes:
-            raise ValueError(f"class {row['class']!r} is not a {task} class ({', '.join(classes)})")
+            raise ValueError(f"class {row['class']!r} is not a reported class ({', '.join(classes)})")
         if str(row["domain"]) == ALL_DOMAINS:
             raise ValueError(f"domain name {ALL_DOMAINS!r} is reserved for the summary over all domains")
         entry = {
@@ -75,7 +75,7 @@ def _check_rows(rows: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, 
     return checked
 
 
-def summarize(rows: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, Any]]:
+def summarize(rows: Iterable[Mapping[str, Any]], classes: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Mean, standard deviation and count of each metric per domain and class.
 
     NaN values (HD95 when exactly one of prediction and ground truth is empty) are skipped: ``n``
@@ -84,19 +84,20 @@ def summarize(rows: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, An
 
     Args:
         rows: per-case rows with keys ``domain, case, class, dice, hd95``.
-        task: task name; fixes the class order and rejects unknown classes.
+        classes: the reported classes (see :func:`emclip.reports.classes.as_report_classes`); they
+            fix the class order, and a row of another class is rejected.
 
     Returns:
         One ``{"domain", "class", "metric", "mean", "std", "n"}`` dict per domain x class x
         metric (``dice``, ``hd95``, and ``uncertainty`` when the rows have it), domains in order of first appearance followed by ``"all"`` (every case).
     """
-    checked = _check_rows(rows, task)
+    checked = _check_rows(rows, classes)
     domains = list(dict.fromkeys(r["domain"] for r in checked)) + [ALL_DOMAINS]
     metrics = _METRICS + ((UNCERTAINTY,) if checked and UNCERTAINTY in checked[0] else ())
     summary = []
     for domain in domains:
         in_domain = [r for r in checked if domain in (ALL_DOMAINS, r["domain"])]
-        for name in get_classes(task):
+        for name in as_report_classes(classes):
             for metric in metrics:
                 values = np.array([r[metric] for r in in_domain if r["class"] == name], dtype=np.float64)
                 values = values[~np.isnan(values)]
@@ -121,17 +122,18 @@ def _mean_std(entry: Mapping[str, Any], digits: int) -> str:
     return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
 
 
-def summary_markdown(summary: Sequence[Mapping[str, Any]], task: str) -> str:
+def summary_markdown(summary: Sequence[Mapping[str, Any]], classes: Mapping[str, Any], task: str | None = None) -> str:
     """Render a :func:`summarize` result as a Markdown table with one row per domain and class.
 
     Args:
         summary: the output of :func:`summarize`.
-        task: task name, for the title and the classes' long names.
+        classes: the reported classes, for their order and long names.
+        task: a task name for the title.
     """
-    classes = get_classes(task)
+    classes = as_report_classes(classes)
     by_key = {(e["domain"], e["class"], e["metric"]): e for e in summary}
     lines = [
-        f"# Segmentation metrics: {task}",
+        "# Segmentation metrics" + (f": {task}" if task else ""),
         "",
         "| Domain | Class | Dice mean ± std | HD95 mean ± std | n |",
         "|:--|:--|--:|--:|--:|",
@@ -156,7 +158,7 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], task: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def uncertainty_correlation(rows: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, Any]]:
+def uncertainty_correlation(rows: Iterable[Mapping[str, Any]], classes: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Spearman rank correlation of the per-case uncertainty score with Dice, per domain and class.
 
     A useful score is negative here: the less certain cases are the worse ones. Fewer than three
@@ -164,19 +166,19 @@ def uncertainty_correlation(rows: Iterable[Mapping[str, Any]], task: str) -> lis
 
     Args:
         rows: per-case rows with an ``uncertainty`` value.
-        task: task name.
+        classes: the reported classes.
 
     Returns:
         One ``{"domain", "class", "spearman", "n"}`` dict per domain (then ``"all"``) and class.
     """
     from scipy.stats import spearmanr
 
-    checked = _check_rows(rows, task)
+    checked = _check_rows(rows, classes)
     if checked and UNCERTAINTY not in checked[0]:
         raise ValueError(f"rows have no {UNCERTAINTY!r} score to correlate with Dice")
     result = []
     for domain in list(dict.fromkeys(r["domain"] for r in checked)) + [ALL_DOMAINS]:
-        for name in get_classes(task):
+        for name in as_report_classes(classes):
             pairs = np.array(
                 [(r[UNCERTAINTY], r["dice"]) for r in checked if r["class"] == name and domain in (ALL_DOMAINS, r["domain"])],
                 dtype=np.float64,
@@ -188,14 +190,14 @@ def uncertainty_correlation(rows: Iterable[Mapping[str, Any]], task: str) -> lis
     return result
 
 
-def uncertainty_markdown(correlation: Sequence[Mapping[str, Any]], task: str) -> str:
+def uncertainty_markdown(correlation: Sequence[Mapping[str, Any]], classes: Mapping[str, Any]) -> str:
     """Markdown section of an :func:`uncertainty_correlation` result.
 
     Args:
         correlation: the output of :func:`uncertainty_correlation`.
-        task: task name (long class names).
+        classes: the reported classes (long names).
     """
-    classes = get_classes(task)
+    classes = as_report_classes(classes)
     lines = [
         "## Uncertainty against Dice",
         "",
@@ -213,7 +215,7 @@ def uncertainty_markdown(correlation: Sequence[Mapping[str, Any]], task: str) ->
     return "\n".join(lines) + "\n"
 
 
-def _plot_dice(summary: Sequence[Mapping[str, Any]], domain: str, task: str, path: Path) -> None:
+def _plot_dice(summary: Sequence[Mapping[str, Any]], domain: str, task: str | None, path: Path) -> None:
     """Bar plot of the mean Dice per class of one domain, with std error bars."""
     entries = [e for e in summary if e["domain"] == domain and e["metric"] == "dice"]
     # Values go into the tick labels, where error bars cannot cover them; n/a marks absent data.
@@ -227,15 +229,16 @@ def _plot_dice(summary: Sequence[Mapping[str, Any]], domain: str, task: str, pat
     ax.bar(ticks, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
     ax.set_ylim(0.0, 1.05)
     ax.set_ylabel("Dice")
-    ax.set_title(f"{task}: {domain}")
+    ax.set_title(f"{task}: {domain}" if task else domain)
     fig.savefig(path, dpi=100)
 
 
 def write_reports(
     rows: Iterable[Mapping[str, Any]],
     output_dir: str | os.PathLike,
-    task: str,
+    classes: Mapping[str, Any],
     overlays: Mapping[str, Sequence[str | os.PathLike]] | None = None,
+    task: str | None = None,
 ) -> dict[str, Any]:
     """Write the per-case and summary metric files and a Dice bar plot per domain.
 
@@ -249,9 +252,11 @@ def write_reports(
     Args:
         rows: per-case rows with keys ``domain, case, class, dice, hd95``.
         output_dir: folder to write into; created if missing.
-        task: task name (class order and long names).
+        classes: the reported classes (order and long names), see
+            :func:`emclip.reports.classes.as_report_classes`.
         overlays: optional overlay image paths per domain (as written by
             :func:`emclip.reports.overlay.save_overlay`); they are linked from the Markdown report.
+        task: a task name for the titles of the report and the plots.
 
     Returns:
         ``{"per_case_csv": Path, "summary_csv": Path, "summary_md": Path, "plots": {domain: Path}}``,
@@ -259,8 +264,9 @@ def write_reports(
     """
     out = Path(output_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    checked = _check_rows(rows, task)
-    summary = summarize(checked, task)
+    classes = as_report_classes(classes)
+    checked = _check_rows(rows, classes)
+    summary = summarize(checked, classes)
     paths: dict[str, Any] = {
         "per_case_csv": out / "metrics_per_case.csv",
         "summary_csv": out / "metrics_summary.csv",
@@ -272,12 +278,12 @@ def write_reports(
         ("per_case_csv", PER_CASE_COLUMNS + ((UNCERTAINTY,) if scored else ()), checked),
         ("summary_csv", SUMMARY_COLUMNS, summary),
     ]
-    markdown = summary_markdown(summary, task)
+    markdown = summary_markdown(summary, classes, task)
     if scored:
-        correlation = uncertainty_correlation(checked, task)
+        correlation = uncertainty_correlation(checked, classes)
         paths["correlation_csv"] = out / "uncertainty_correlation.csv"
         tables.append(("correlation_csv", CORRELATION_COLUMNS, correlation))
-        markdown += "\n" + uncertainty_markdown(correlation, task)
+        markdown += "\n" + uncertainty_markdown(correlation, classes)
     for key, columns, table in tables:
         with open(paths[key], "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)

@@ -1,5 +1,5 @@
 """Glue for the MONAI bundle configs: configuration checks, checkpoints and resume, optimiser
-parameter groups and LR schedule, progress logging and inference input/output."""
+parameter groups and LR schedule, progress logging (on rank 0 of a distributed run) and inference input/output."""
 
 from emclip.workflows.checks import check_checkpoint, check_dataset_dir, check_metadata, check_task, select_splits
 from emclip.workflows.checkpoints import AtomicCheckpointSaver, EpochCheckpoints, SourceValidation, last_checkpoint, save_atomic
@@ -7,6 +7,7 @@ from emclip.workflows.errors import bundle_message, install_excepthook
 from emclip.workflows.io import BatchInferenceEvaluator, EncodeFundusMaskd, SkipFailedInputs, list_inputs
 from emclip.workflows.optim import PARTS, network_part, no_weight_decay, param_groups, warmup_cosine
 from emclip.workflows.progress import ProgressLogger
+from emclip.workflows.ranks import LOGGING_HANDLERS, is_rank_zero, rank_zero_handlers
 
 __all__ = [
     "check_checkpoint",
@@ -24,6 +25,9 @@ __all__ = [
     "SkipFailedInputs",
     "list_inputs",
     "ProgressLogger",
+    "LOGGING_HANDLERS",
+    "is_rank_zero",
+    "rank_zero_handlers",
     "bundle_message",
     "install_excepthook",
     "PARTS",
