@@ -38,3 +38,15 @@ def tiny_net(num_classes: int = 3, backbone: str = "cpu-resnet", **kwargs):
     kwargs.setdefault("em_bases", 8)
     kwargs.setdefault("decoder_channels", 32)
     return EMCLIP(num_classes, backbone=backbone, **kwargs)
+
+
+def preprocessing(task: str, **overrides):
+    """The task overlay's ``preprocess`` transforms with config overrides (an int ``spatial_size`` is square)."""
+    from emclip.data import task_transforms
+
+    size = overrides.get("spatial_size")
+    if isinstance(size, int):
+        overrides["spatial_size"] = [size, size]
+    elif size is not None:
+        overrides["spatial_size"] = list(size)
+    return task_transforms(task, "preprocess", overrides=overrides)

@@ -7,10 +7,11 @@ import pytest
 import torch
 from monai.transforms import Compose
 
-from emclip.data import AUGMENTATIONS, RandGIN, RandGINd, augmentation, normalization
+from emclip.configs import load_config
+from emclip.data import RandGIN, RandGINd, task_transforms
 from emclip.data.transforms import RandHueSaturationd
 
-SPATIAL = ("flip", "affine", "elastic")
+SPATIAL = ("flip_x", "flip_y", "affine", "elastic")
 
 
 def _sample(channels: int, classes: int, size: int = 48) -> dict:
@@ -25,13 +26,25 @@ def _sample(channels: int, classes: int, size: int = 48) -> dict:
     return {"image": torch.as_tensor(image, dtype=torch.float32), "label": torch.as_tensor(label)[None]}
 
 
-def _all_on(task: str, only: tuple[str, ...] | None = None) -> dict:
-    return {name: {"prob": 1.0} if only is None or name in only else False for name in AUGMENTATIONS[task]}
+def _switches(task: str) -> list[str]:
+    """The overlay's augmentation switches (the two-view split and the final clip have none)."""
+    return [name for name in load_config(task)["augment"] if name not in ("views", "clip")]
+
+
+def _augmentation(task: str, only: tuple[str, ...] | None = None) -> Compose:
+    """The overlay's augmentation with the switches in ``only`` (default all) on at probability 1, the others off."""
+    overrides = {}
+    for name in _switches(task):
+        on = only is None or name in only
+        overrides[f"augment#{name}#_disabled_"] = not on
+        if on:
+            overrides[f"augment#{name}#prob"] = 1.0
+    return Compose(task_transforms(task, "augment", overrides=overrides))
 
 
 @pytest.mark.parametrize(("task", "channels", "classes"), [("fundus", 3, 3), ("cardiac", 1, 4)])
 def test_labels_keep_their_values(task: str, channels: int, classes: int) -> None:
-    chain = Compose(augmentation(task, **_all_on(task)))
+    chain = _augmentation(task)
     sample = _sample(channels, classes)
     for seed in range(4):
         chain.set_random_state(seed)
@@ -44,7 +57,7 @@ def test_labels_keep_their_values(task: str, channels: int, classes: int) -> Non
 
 @pytest.mark.parametrize(("task", "channels", "classes"), [("fundus", 3, 3), ("cardiac", 1, 4)])
 def test_spatial_transforms_move_label_with_image(task: str, channels: int, classes: int) -> None:
-    chain = Compose(augmentation(task, **_all_on(task, SPATIAL)))
+    chain = _augmentation(task, SPATIAL)
     chain.set_random_state(1)
     sample = _sample(channels, classes)
     out = chain(dict(sample))
@@ -54,8 +67,8 @@ def test_spatial_transforms_move_label_with_image(task: str, channels: int, clas
 
 
 def test_intensity_transforms_leave_label_untouched() -> None:
-    intensity = tuple(n for n in AUGMENTATIONS["fundus"] if n not in SPATIAL)
-    chain = Compose(augmentation("fundus", **_all_on("fundus", intensity)))
+    intensity = tuple(n for n in _switches("fundus") if n not in SPATIAL)
+    chain = _augmentation("fundus", intensity)
     chain.set_random_state(0)
     sample = _sample(3, 3)
     out = chain(dict(sample))
@@ -92,25 +105,30 @@ def test_hue_saturation_keeps_grey_and_changes_colour() -> None:
     assert torch.allclose(same, image, atol=1e-6)
 
 
+def _names(task: str, **overrides) -> list[str]:
+    return [type(t).__name__ for t in task_transforms(task, "augment", overrides=overrides)]
+
+
 def test_switches() -> None:
-    assert augmentation("fundus", **{name: False for name in AUGMENTATIONS["fundus"]}) == []
-    default_names = [type(t).__name__ for t in augmentation("cardiac")]
-    assert "RandGINd" in default_names and "RandBiasFieldd" in default_names
-    assert "RandGINd" not in [type(t).__name__ for t in augmentation("cardiac", gin=False)]
-    assert "Rand2DElasticd" not in [type(t).__name__ for t in augmentation("fundus")]  # off by default for fundus
-    assert "Rand2DElasticd" in [type(t).__name__ for t in augmentation("fundus", elastic=True)]
-    with pytest.raises(ValueError, match="hue_saturation"):
-        augmentation("cardiac", hue_saturation=True)
-    with pytest.raises(ValueError, match="probability"):
-        augmentation("fundus", gin={"probability": 1.0})
-    with pytest.raises(ValueError, match="task"):
-        augmentation("brain")
+    assert _names("fundus", **{f"augment#{n}#_disabled_": True for n in _switches("fundus")}) == ["ScaleIntensityRanged"]
+    default_names = _names("cardiac")
+    assert "RandGINd" in default_names and "RandBiasFieldd" in default_names and "RepeatViewsd" not in default_names
+    assert "RandGINd" not in _names("cardiac", **{"augment#gin#_disabled_": True})
+    assert "Rand2DElasticd" not in _names("fundus")  # off by default for fundus
+    assert "Rand2DElasticd" in _names("fundus", **{"augment#elastic#_disabled_": False})
+    assert "RandHueSaturationd" not in _names("task_2d", in_channels=1)  # colour only for RGB
+    with pytest.raises(Exception, match="RandGINd"):  # an option the transform does not take
+        _names("fundus", **{"augment#gin#probability": 1.0})
+    with pytest.raises(FileNotFoundError):
+        _names("brain")
 
 
 def test_normalization_defaults() -> None:
     image = torch.full((3, 2, 2), 0.5)
-    (clip,) = normalization("fundus")
+    (clip,) = task_transforms("fundus", "normalization")
     assert torch.allclose(clip({"image": image})["image"][0], torch.tensor((0.5 - 0.48145466) / 0.26862954))
-    assert normalization("cardiac") == []
-    (centred,) = normalization("cardiac", normalize=True)
+    assert task_transforms("cardiac", "normalization") == []
+    (centred,) = task_transforms("cardiac", "normalization", overrides={"normalize": True})
     assert torch.allclose(centred({"image": torch.ones(1, 2, 2)})["image"], torch.ones(1, 2, 2))
+    (grey,) = task_transforms("task_2d", "normalization", overrides={"in_channels": 1})
+    assert torch.allclose(grey({"image": torch.ones(1, 2, 2)})["image"], torch.ones(1, 2, 2))

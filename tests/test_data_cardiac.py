@@ -11,8 +11,8 @@ import pytest
 import torch
 from monai.transforms import Compose, Invertd
 
-from emclip.data import DataError, build_datalist, expand_slices, labelled_slices, make_slice_dataset, preprocessing
-from conftest import data_error
+from emclip.data import DataError, build_datalist, expand_slices, labelled_slices, make_slice_dataset
+from conftest import data_error, preprocessing
 
 SHAPE = (20, 16, 5)  # in-plane 20 x 16 voxels of 2.5 mm, 5 slices
 SPACING = (2.5, 2.5, 8.0)

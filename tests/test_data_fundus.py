@@ -12,10 +12,10 @@ import torch
 from monai.transforms import Compose, Invertd
 from PIL import Image
 
-from emclip.data import DataError, build_datalist, preprocessing, read_fundus_label
+from emclip.data import DataError, build_datalist, read_fundus_label
 from emclip.data.common import input_error
 from emclip.data.fundus import mask_to_label
-from conftest import data_error
+from conftest import data_error, preprocessing
 
 SIZE = 24
 # A label map with all three classes: background 0, rim 1 (disc ring), cup 2 (centre).
@@ -192,5 +192,5 @@ def test_mask_format_option_applies_to_auto_items(tmp_path: Path) -> None:
 
 
 def test_image_only_preprocessing(tmp_path: Path) -> None:
-    out = Compose(preprocessing("fundus", keys=("image",), spatial_size=(8, 12)))({"image": _item(tmp_path, _rgb(), DOFE)["image"]})
+    out = Compose(preprocessing("fundus", spatial_size=(8, 12)))({"image": _item(tmp_path, _rgb(), DOFE)["image"]})
     assert out["image"].shape == (3, 8, 12) and "label" not in out

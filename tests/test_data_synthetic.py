@@ -15,11 +15,10 @@ from PIL import Image
 from emclip.data import (
     build_datalist,
     cache_nbytes,
-    evaluation_transforms,
     load_datalist,
     make_dataset,
     read_fundus_label,
-    training_transforms,
+    task_transforms,
     write_synthetic,
 )
 from emclip.data.datalist import main as datalist_main
@@ -98,7 +97,8 @@ def test_datalist_cli_on_cardiac(synthetic_root: Path, tmp_path: Path, capsys: p
 @pytest.mark.parametrize("cache", ["memory", "disk", "none"])
 def test_make_dataset_caches_preprocessing(synthetic_root: Path, tmp_path: Path, cache: str) -> None:
     items = build_datalist(synthetic_root / "fundus", "fundus")[:3]
-    chain = training_transforms("fundus", preprocess={"spatial_size": 32}, augment={"gin": {"prob": 1.0}})
+    chain = task_transforms("fundus", "preprocess", "augment", "normalization",
+                            overrides={"spatial_size": [32, 32], "augment#gin#prob": 1.0})
     dataset = make_dataset(items, chain, cache=cache, cache_dir=tmp_path / "cache", progress=False)
     sample = dataset[0]
     assert sample["image"].shape == (3, 32, 32) and sample["image"].min() < 0  # CLIP-normalised
@@ -112,6 +112,6 @@ def test_make_dataset_caches_preprocessing(synthetic_root: Path, tmp_path: Path,
 
 def test_evaluation_transforms_are_deterministic(synthetic_root: Path) -> None:
     item = build_datalist(synthetic_root / "fundus", "fundus")[0]
-    dataset = make_dataset([item], evaluation_transforms("fundus"), cache="none")
+    dataset = make_dataset([item], task_transforms("fundus", "preprocess", "normalization"), cache="none")
     assert torch.equal(dataset[0]["image"], dataset[0]["image"])
     assert dataset[0]["image"].shape == (3, 256, 256)  # default spatial_size

@@ -7,7 +7,7 @@ import torch
 from monai.transforms import Compose
 
 from conftest import tiny_net
-from emclip.data import augmentation
+from emclip.data import task_transforms
 from emclip.data.style import RandGINMixd, RandLocationScaled
 from emclip.data.transforms import RepeatViewsd
 from emclip.losses import EMCLIPLoss, view_consistency
@@ -94,7 +94,9 @@ def test_location_scale_curve_is_monotone():
 
 
 def test_two_views_share_geometry_and_differ_in_appearance():
-    chain = Compose(augmentation("fundus", views=2, gin_mix=True, location_scale=True, flip={"prob": 1.0}))
+    recipe = {"consistency_weight": 1.0, "augment#gin_mix#_disabled_": False, "augment#location_scale#_disabled_": False,
+              "augment#flip_x#prob": 1.0, "augment#flip_y#prob": 1.0}
+    chain = Compose(task_transforms("fundus", "augment", overrides=recipe))
     chain.set_random_state(0)
     item = _item()
     views = chain(item)
@@ -102,7 +104,7 @@ def test_two_views_share_geometry_and_differ_in_appearance():
     assert torch.equal(views[0]["label"], views[1]["label"])
     assert set(torch.unique(views[0]["label"]).tolist()) <= {0.0, 1.0, 2.0}
     assert not torch.allclose(views[0]["image"], views[1]["image"])
-    chain = augmentation("fundus", views=2)
+    chain = task_transforms("fundus", "augment", overrides={"consistency_weight": 1.0})
     assert [type(t).__name__ for t in chain[:4]] == ["RandFlipd", "RandFlipd", "RandAffined", "RepeatViewsd"]
 
 
@@ -131,8 +133,8 @@ def test_bundle_trains_with_the_whole_recipe(task, tmp_path):
         **(TINY_CARDIAC if task == "cardiac" else TINY),
         "consistency_weight": 0.5,
         "network_def#output_stride": 2,
-        "augment#gin_mix": True,
-        "augment#location_scale": True,
+        "augment#gin_mix#_disabled_": False,
+        "augment#location_scale#_disabled_": False,
         "val_fraction": 0.0,
     }
     batch = run(

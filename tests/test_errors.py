@@ -267,7 +267,7 @@ def test_cardiac_volume_kinds(tmp_path):
     """4D without frame, 2D, NaN voxels, another affine, label values: the screen that training and --check run."""
     from emclip.data import DataError
     from emclip.data.datasets import make_slice_dataset, screen_items
-    from emclip.data.transforms import preprocessing
+    from conftest import preprocessing
 
     rng = np.random.default_rng(0)
     image = rng.random((32, 32, 4)).astype(np.float32)
@@ -308,7 +308,7 @@ def test_fundus_accepted_and_refused_kinds(good, tmp_path):
     mask of another size are refused, naming the files; the disk cache lists every problem too."""
     from emclip.data import DataError, build_datalist
     from emclip.data.datasets import make_dataset, screen_items
-    from emclip.data.transforms import preprocessing
+    from conftest import preprocessing
 
     root = tmp_path / "fundus"
     shutil.copytree(good, root)
