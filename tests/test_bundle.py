@@ -200,6 +200,7 @@ def test_inference_network_matches_training(task):
 def test_configuration_errors_name_the_key(data, tmp_path):
     from conftest import chained, tiny_net
 
+    from emclip.data import DataError
     from emclip.workflows.checks import ConfigError
 
     common = {"bundle_root": str(tmp_path), **TINY}
@@ -211,6 +212,10 @@ def test_configuration_errors_name_the_key(data, tmp_path):
         run(cfg("train", "fundus"), dataset_dir=str(tmp_path / "missing"), **common)
     message = chained(err, ConfigError)
     assert message.startswith("dataset_dir") and "missing" in message
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception) as err:  # a folder, but not in the layout the overlay's reader expects
+        run(cfg("train", "fundus"), dataset_dir=str(tmp_path / "empty"), **common)
+    assert chained(err, DataError).startswith(f"dataset_dir {str(tmp_path / 'empty')!r}: no fundus image/mask pairs under")
     with pytest.raises(Exception) as err:  # a workflow config without a task overlay
         run(cfg("train"), dataset_dir=str(data / "fundus"), **common)
     assert chained(err, ConfigError).startswith("task: no task overlay in --config_file; add bundle/configs/fundus.yaml")

@@ -24,7 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .common import DataError, logger
+from emclip.data.common import DataError, logger
 
 __all__ = [
     "CARDIAC_CLASSES",

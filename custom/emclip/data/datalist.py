@@ -29,8 +29,8 @@ from pathlib import Path
 
 from emclip.configs import load_config
 
-from .cardiac import labelled_slices
-from .common import DataError
+from emclip.data.cardiac import labelled_slices
+from emclip.data.common import DataError
 
 __all__ = [
     "build_datalist",
@@ -242,8 +242,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 def _check(parser: argparse.ArgumentParser, items: Sequence[dict], task: str, overrides: dict) -> dict:
     # import MONAI only here: the rest of this command does not need it
-    from .datasets import screen_items
-    from .pipeline import task_transforms
+    from emclip.data.datasets import screen_items
+    from emclip.data.pipeline import task_transforms
 
     screen = screen_items(items, task_transforms(task, "preprocess", overrides=overrides))
     for kind, messages in (("warning", screen.warnings), ("error", screen.errors)):

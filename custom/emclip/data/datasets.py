@@ -23,8 +23,8 @@ from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset
 from monai.transforms import Compose, RandomizableTrait, Transform
 from tqdm.auto import tqdm
 
-from .common import DataError, chained_error, logger
-from .transforms import CheckLabelsd, CheckSameShaped
+from emclip.data.common import DataError, chained_error, logger
+from emclip.data.transforms import CheckLabelsd, CheckSameShaped
 
 __all__ = ["CACHE_MODES", "ItemScreen", "ScreenedTransform", "cache_nbytes", "screen_items", "expand_slices", "make_dataset", "make_slice_dataset"]
 

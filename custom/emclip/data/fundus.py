@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .common import DataError, image_files, logger
+from emclip.data.common import DataError, image_files, logger
 
 __all__ = [
     "FUNDUS_CLASSES",

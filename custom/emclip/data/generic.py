@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import DataError, image_files, logger
+from emclip.data.common import DataError, image_files, logger
 
 __all__ = ["find_2d_items"]
 

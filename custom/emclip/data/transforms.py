@@ -22,8 +22,8 @@ from monai.transforms import InvertibleTransform, LoadImage, MapTransform, Rando
 from monai.utils import convert_to_dst_type
 from PIL import Image
 
-from .common import input_error
-from .fundus import read_fundus_label
+from emclip.data.common import input_error
+from emclip.data.fundus import read_fundus_label
 
 __all__ = [
     "CLIP_MEAN",
