@@ -95,7 +95,27 @@ class RandGIN(RandomizableTransform):
         return convert_to_dst_type(out, img)[0]
 
 
-class RandGINd(RandomizableTransform, MapTransform):
+class _RandGINDraws(RandomizableTransform, MapTransform):
+    """``draws`` independent ``RandGIN`` networks per call, shared by all ``keys``, on this transform's random state."""
+
+    def __init__(self, keys: KeysCollection, prob: float, draws: int, allow_missing_keys: bool = False, **kwargs: Any) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.gins = tuple(RandGIN(prob=1.0, **kwargs) for _ in range(draws))
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> _RandGINDraws:
+        super().set_random_state(seed, state)
+        for gin in self.gins:  # one stream: a seed gives the same networks and the same mask
+            gin.set_random_state(state=self.R)
+        return self
+
+    def draw(self, img: Any) -> None:
+        """New random networks for images shaped like ``img`` (channel first)."""
+        for gin in self.gins:
+            gin.randomize(None, in_channels=img.shape[0], spatial_dims=img.ndim - 1)
+
+
+class RandGINd(_RandGINDraws):
     """Dictionary version of ``RandGIN``: one random network per call, shared by all ``keys``.
 
     Args:
@@ -105,14 +125,7 @@ class RandGINd(RandomizableTransform, MapTransform):
     """
 
     def __init__(self, keys: KeysCollection, prob: float = 0.5, allow_missing_keys: bool = False, **kwargs: Any) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.gin = RandGIN(prob=1.0, **kwargs)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandGINd:
-        super().set_random_state(seed, state)
-        self.gin.set_random_state(seed, state)
-        return self
+        super().__init__(keys, prob, 1, allow_missing_keys, **kwargs)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -122,9 +135,9 @@ class RandGINd(RandomizableTransform, MapTransform):
         drawn = False
         for key in self.key_iterator(d):
             if not drawn:
-                self.gin.randomize(None, in_channels=d[key].shape[0], spatial_dims=d[key].ndim - 1)
+                self.draw(d[key])
                 drawn = True
-            d[key] = self.gin(d[key], randomize=False)
+            d[key] = self.gins[0](d[key], randomize=False)
         return d
 
 
@@ -135,7 +148,7 @@ def _smooth_field(rng: np.random.RandomState, spatial: Sequence[int], grid: int)
     return F.interpolate(coarse, size=tuple(spatial), mode=mode, align_corners=True)[0, 0]
 
 
-class RandGINMixd(RandomizableTransform, MapTransform):
+class RandGINMixd(_RandGINDraws):
     """Region-wise style mixing: two independent GIN draws blended by a smooth random spatial mask.
 
     One GIN network restyles the whole image the same way; mixing two by a mask that varies over
@@ -159,18 +172,10 @@ class RandGINMixd(RandomizableTransform, MapTransform):
         allow_missing_keys: bool = False,
         **kwargs: Any,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
+        super().__init__(keys, prob, 2, allow_missing_keys, **kwargs)
         if len(grid) != 2 or not 2 <= grid[0] <= grid[1]:
             raise ValueError(f"RandGINMixd grid must be a range (low, high) with 2 <= low <= high, got {grid}")
         self.grid = (int(grid[0]), int(grid[1]))
-        self.gins = (RandGIN(prob=1.0, **kwargs), RandGIN(prob=1.0, **kwargs))
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandGINMixd:
-        super().set_random_state(seed, state)
-        for gin in self.gins:
-            gin.set_random_state(state=self.R)
-        return self
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -181,8 +186,7 @@ class RandGINMixd(RandomizableTransform, MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             if mask is None:
-                for gin in self.gins:
-                    gin.randomize(None, in_channels=img.shape[0], spatial_dims=img.ndim - 1)
+                self.draw(img)
                 grid = int(self.R.randint(self.grid[0], self.grid[1] + 1))
                 mask = _smooth_field(self.R, img.shape[1:], grid)
             first, second = (torch.as_tensor(gin(img, randomize=False)).float() for gin in self.gins)
