@@ -285,7 +285,7 @@ def test_cardiac_volume_kinds(tmp_path):
         _nifti(tmp_path / f"{name}.nii.gz", img)
         _nifti(tmp_path / f"{name}_gt.nii.gz", lab, label_affine)
         items.append({"image": str(tmp_path / f"{name}.nii.gz"), "label": str(tmp_path / f"{name}_gt.nii.gz"), "frame": -1})
-    screen = screen_items(items, "cardiac", {"spacing": 3.0, "spatial_size": 16}, progress=False)
+    screen = screen_items(items, preprocessing("cardiac", spacing=3.0, spatial_size=16), progress=False)
     errors = dict(zip(cases, screen.errors))
     assert len(screen.errors) == len(cases), screen.errors
     assert errors["4d"] == f"{tmp_path / '4d.nii.gz'} has 3 frames but no frame index (ED/ES) was given"
@@ -319,7 +319,7 @@ def test_fundus_accepted_and_refused_kinds(good, tmp_path):
     small = dict(items[1], image=str(tmp_path / "small.png"), label=str(tmp_path / "small_mask.png"))
     Image.open(items[1]["image"]).resize((20, 20)).save(small["image"])
     Image.open(items[1]["label"]).resize((20, 20), Image.NEAREST).save(small["label"])
-    screen = screen_items(items + [small], "fundus", {"spatial_size": 64}, progress=False)
+    screen = screen_items(items + [small], preprocessing("fundus", spatial_size=64), progress=False)
     assert screen.errors == []
     colour = np.zeros((64, 64, 3), np.uint8)
     colour[..., 0] = 255
@@ -371,13 +371,14 @@ def test_hook_prints_bundle_message_last_and_keeps_tracebacks_of_bugs(capsys, mo
 
 
 def test_input_dir_errors_name_the_key(tmp_path):
+    from emclip.data import IMAGE_SUFFIXES
     from emclip.workflows import list_inputs
     from emclip.workflows.checks import ConfigError
 
     with pytest.raises(ConfigError, match=r"^input_dir: no fundus images \(\.png, .*\) in "):
-        list_inputs(str(tmp_path), "fundus")
+        list_inputs(str(tmp_path), IMAGE_SUFFIXES, "fundus")
     with pytest.raises(ConfigError, match=r"^input_dir: '.*missing' is neither a file nor a folder \(override it with --input_dir\)$"):
-        list_inputs(str(tmp_path / "missing"), "fundus")
+        list_inputs(str(tmp_path / "missing"), IMAGE_SUFFIXES, "fundus")
 
 
 def test_every_torch_load_is_weights_only():
