@@ -74,7 +74,7 @@ def test_plan_reports_what_it_skips_and_puts_seeds_outermost(data_root, tmp_path
 def test_runs_train_evaluate_resume_and_summarize(data_root, tmp_path):
     settings = tiny_settings(emclip={}, unet={})
     runs = dg.plan_runs(settings, data_root, tmp_path / "work")
-    sweep = {"zooms": [0.8], "splits": ["eval", "val"]}
+    sweep = {"zooms": [0.8], "splits": ["eval", "val"], "test_time": {"fundus": {"flips": {"tta#flips": True}}}}
     rows, scale = [], []
     for run in runs:
         result = dg.execute(run, sweep)
@@ -94,9 +94,11 @@ def test_runs_train_evaluate_resume_and_summarize(data_root, tmp_path):
         (m, d, c) for m in ("emclip", "unet") for d in ("SynthB", "SynthC") for c in ("OD", "OC")
     }
     assert all(0.0 <= r["dice"] <= 1.0 and r["n"] == 3 for r in rows)
-    # the sweep: zoom 0.8 and the run's own zoom-1 evaluation per model, domain and class; no val split
-    assert {(r["model"], r["zoom"], r["split"]) for r in scale} == {(m, z, "eval") for m in ("emclip", "unet") for z in (0.8, 1.0)}
-    assert len(scale) == 2 * 2 * 2 * 2 and all(0 <= r["dice"] <= 1 for r in scale)
+    # the sweep: zoom 0.8 and the run's own zoom-1 evaluation per model, domain and class, plainly and
+    # with the flips at both zooms; no val split
+    assert {(r["model"], r["zoom"], r["split"], r["test_time"]) for r in scale} == {
+        (m, z, "eval", t) for m in ("emclip", "unet") for z in (0.8, 1.0) for t in ("none", "flips")}
+    assert len(scale) == 2 * 2 * 2 * 2 * 2 and all(0 <= r["dice"] <= 1 for r in scale)
     assert "no source validation split" in (tmp_path / "work" / "fundus_SynthA" / "unet" / "seed0" / "log.txt").read_text()
     paired = dg.paired_rows(runs, [["emclip", "unet"]])
     assert len(paired) == 4 and all(p["n"] == 3 and p["seeds"] == 1 for p in paired)

@@ -17,7 +17,8 @@ standard deviation over the seeds, and mean training time), ``dg_dice_<task>.png
 settings' ``compare`` pairs, ``dg_paired.csv`` / ``dg_paired.md`` (per-case Dice differences,
 averaged over seeds, with a bootstrap 95% interval); with ``scale_sweep``, every finished run is
 also evaluated with its input zoomed (evaluate.yaml's ``input_zoom``) on the unseen domains and on
-the source validation split: ``dg_scale.csv`` and ``dg_scale_<task>.png``.
+the source validation split, plainly and with each named test-time setting of ``scale_sweep``'s
+``test_time`` for the run's task (evaluation overrides, e.g. fundus's two-pass refinement): ``dg_scale.csv`` and ``dg_scale_<task>.png``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = [
 SETTINGS = CONFIGS / "benchmark.yaml"
 RUN_FILE = "result.json"
 SCALE_FILE = "scale.json"
+NO_TEST_TIME = "none"  # the test_time column of a plain evaluation
 
 
 def load_settings(path: Path = SETTINGS, variant: str | None = None) -> dict[str, Any]:
@@ -155,27 +157,45 @@ def run_one(run: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _scale_dir(run: dict[str, Any], split: str, zoom: float) -> Path:
-    return _run_dir(run) / "eval_scale" / f"{split}_zoom{zoom:g}"
+def _scale_dir(run: dict[str, Any], split: str, zoom: float, test_time: str = NO_TEST_TIME) -> Path:
+    folder = _run_dir(run) / "eval_scale"
+    return (folder if test_time == NO_TEST_TIME else folder / test_time) / f"{split}_zoom{zoom:g}"
+
+
+def _test_time(sweep: dict[str, Any], task: str) -> dict[str, dict[str, Any]]:
+    """The task's named test-time settings (``scale_sweep: test_time: {<task>: {<name>: overrides}}``)."""
+    return sweep.get("test_time", {}).get(task, {})
+
+
+def _sweep_points(sweep: dict[str, Any], task: str) -> list[tuple[str, float]]:
+    """(test-time setting, zoom) pairs of a task's sweep of one split."""
+    points = []
+    for test_time in [NO_TEST_TIME, *_test_time(sweep, task)]:
+        for zoom in sorted(set(sweep["zooms"]) | {1.0}):
+            points.append((test_time, zoom))
+    return points
 
 
 def sweep_one(run: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
     """Evaluate a trained run with its input zoomed by each of ``sweep["zooms"]`` on the splits of
     ``sweep["splits"]`` (``eval``: the unseen domains, ``val``: the source validation split, also
-    at zoom 1); a split with no case is skipped and said."""
+    at zoom 1), plainly and with each of ``sweep["test_time"]``'s named evaluation overrides (at zoom 1
+    too); a split with no case is skipped and said, and an evaluation already written is kept."""
     done = []
     for split in sweep["splits"]:
-        for zoom in sorted(set(sweep["zooms"]) | ({1.0} if split == "val" else set())):
-            if split == "eval" and zoom == 1.0:
-                continue  # the run's own evaluation
-            overrides = {"input_zoom": float(zoom), "output_dir": str(_scale_dir(run, split, zoom)), "overlays_per_domain": 0}
+        if split == "val" and run["overrides"].get("val_fraction", 0.1) == 0:
+            print(f"[dg] {_run_dir(run)}: no source validation split (val_fraction 0): val sweep skipped", flush=True)
+            continue
+        for test_time, zoom in _sweep_points(sweep, run["task"]):
+            folder = _scale_dir(run, split, zoom, test_time)
+            if (split, zoom, test_time) == ("eval", 1.0, NO_TEST_TIME) or (folder / "metrics_per_case.csv").is_file():
+                continue
+            overrides = {"input_zoom": float(zoom), "output_dir": str(folder), "overlays_per_domain": 0,
+                         **_test_time(sweep, run["task"]).get(test_time, {})}
             if split == "val":
-                if run["overrides"].get("val_fraction", 0.1) == 0:
-                    print(f"[dg] {_run_dir(run)}: no source validation split (val_fraction 0): val sweep skipped", flush=True)
-                    break
                 overrides["validate#dataset#data"] = "$@splits['val']"
             _workflow(run, ["train", "evaluate"], "eval", **overrides)
-            done.append([split, zoom])
+            done.append([split, zoom, test_time])
     return {"evaluated": done}
 
 
@@ -245,19 +265,20 @@ def _per_case(eval_dir: Path) -> list[dict[str, str]]:
 
 
 def collect_scale(run: dict[str, Any], sweep: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of a run's scale sweep: mean Dice per split, zoom, domain and class (zoom 1 on the
-    unseen domains is the run's own evaluation)."""
+    """Rows of a run's scale sweep: mean Dice per split, test-time setting, zoom, domain and class
+    (zoom 1 on the unseen domains without a setting is the run's own evaluation)."""
     rows = []
     for split in sweep["splits"]:
-        for zoom in sorted(set(sweep["zooms"]) | {1.0}):
-            folder = _run_dir(run) / "eval" / run["task"] if (split, zoom) == ("eval", 1.0) else _scale_dir(run, split, zoom)
+        for test_time, zoom in _sweep_points(sweep, run["task"]):
+            own = (split, zoom, test_time) == ("eval", 1.0, NO_TEST_TIME)
+            folder = _run_dir(run) / "eval" / run["task"] if own else _scale_dir(run, split, zoom, test_time)
             if not (folder / "metrics_per_case.csv").is_file():
                 continue
             for entry in summarize(_per_case(folder), get_classes(run["task"])):
                 if entry["domain"] != "all" and entry["metric"] == "dice":
                     rows.append({"task": run["task"], "source": run["source"], "model": run["model"], "seed": run["seed"],
-                                 "split": split, "zoom": zoom, "domain": entry["domain"], "class": entry["class"],
-                                 "dice": entry["mean"], "n": entry["n"]})
+                                 "test_time": test_time, "split": split, "zoom": zoom, "domain": entry["domain"],
+                                 "class": entry["class"], "dice": entry["mean"], "n": entry["n"]})
     return rows
 
 
@@ -314,13 +335,16 @@ def _plot_scale(rows: list[dict[str, Any]], task: str, path: Path) -> None:
     panels = list(dict.fromkeys((r["split"], r["source"], r["domain"], r["class"]) for r in part))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.0), squeeze=False)
     for ax, (split, source, domain, name) in zip(axes[0], panels):
-        for model in dict.fromkeys(r["model"] for r in part):
+        for model, test_time in dict.fromkeys((r["model"], r["test_time"]) for r in part):
             points: dict[float, list[float]] = {}
             for r in part:
-                if (r["split"], r["source"], r["domain"], r["class"], r["model"]) == (split, source, domain, name, model):
+                if (r["split"], r["source"], r["domain"], r["class"], r["model"], r["test_time"]) == (
+                        split, source, domain, name, model, test_time):
                     points.setdefault(r["zoom"], []).append(r["dice"])
             zooms = sorted(points)
-            ax.plot(zooms, [np.mean(points[z]) for z in zooms], marker="o", label=model)
+            label = model if test_time == NO_TEST_TIME else f"{model} + {test_time}"
+            ax.plot(zooms, [np.mean(points[z]) for z in zooms], marker="o", label=label,
+                    linestyle="-" if test_time == NO_TEST_TIME else "--")
         ax.set_title(f"{source}->{domain} {name}" + (" (source val)" if split == "val" else ""), fontsize=8)
         ax.set_xlabel("input zoom")
         ax.set_ylim(0, 1)
