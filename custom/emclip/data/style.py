@@ -127,6 +127,12 @@ class RandGINd(_RandGINDraws):
     def __init__(self, keys: KeysCollection, prob: float = 0.5, allow_missing_keys: bool = False, **kwargs: Any) -> None:
         super().__init__(keys, prob, 1, allow_missing_keys, **kwargs)
 
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandGINd:
+        # the network's draws have a stream of their own, seeded alike (the draws of earlier runs)
+        RandomizableTransform.set_random_state(self, seed, state)
+        self.gins[0].set_random_state(seed, state)
+        return self
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         self.randomize(None)
