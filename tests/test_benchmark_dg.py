@@ -128,3 +128,13 @@ def test_summary_over_seeds_is_mean_and_sample_sd():
     assert math.isnan(single["dice_sd"])
     md = dg.summary_markdown([single], ["m"])
     assert "(Dice, one seed)" in md and "| T | OD | 0.600 |" in md
+
+
+def test_test_time_settings_apply_to_their_task_and_models():
+    sweep = {"zooms": [0.8], "splits": ["eval"], "test_time": {"fundus": {
+        "refine": {"refine#enabled": True}, "bn": {"tent#enabled": True, "_models_": ["emclip"]}}}}
+    emclip, unet = ({"task": "fundus", "model": m} for m in ("emclip", "unet"))
+    assert dg._test_time(sweep, emclip) == {"refine": {"refine#enabled": True}, "bn": {"tent#enabled": True}}
+    assert dg._test_time(sweep, unet) == {"refine": {"refine#enabled": True}}
+    assert dg._test_time(sweep, {"task": "cardiac", "model": "emclip"}) == {}
+    assert dg._sweep_points(sweep, unet) == [("none", 0.8), ("none", 1.0), ("refine", 0.8), ("refine", 1.0)]

@@ -162,15 +162,19 @@ def _scale_dir(run: dict[str, Any], split: str, zoom: float, test_time: str = NO
     return (folder if test_time == NO_TEST_TIME else folder / test_time) / f"{split}_zoom{zoom:g}"
 
 
-def _test_time(sweep: dict[str, Any], task: str) -> dict[str, dict[str, Any]]:
-    """The task's named test-time settings (``scale_sweep: test_time: {<task>: {<name>: overrides}}``)."""
-    return sweep.get("test_time", {}).get(task, {})
+def _test_time(sweep: dict[str, Any], run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The run's named test-time settings: ``scale_sweep: test_time: {<task>: {<name>: overrides}}``,
+    where an optional ``_models_`` list names the only models a setting applies to (TENT needs
+    affine normalisation layers, which the U-Net's instance norms lack)."""
+    settings = sweep.get("test_time", {}).get(run["task"], {})
+    return {name: {k: v for k, v in overrides.items() if k != "_models_"} for name, overrides in settings.items()
+            if run["model"] in overrides.get("_models_", [run["model"]])}
 
 
-def _sweep_points(sweep: dict[str, Any], task: str) -> list[tuple[str, float]]:
-    """(test-time setting, zoom) pairs of a task's sweep of one split."""
+def _sweep_points(sweep: dict[str, Any], run: dict[str, Any]) -> list[tuple[str, float]]:
+    """(test-time setting, zoom) pairs of a run's sweep of one split."""
     points = []
-    for test_time in [NO_TEST_TIME, *_test_time(sweep, task)]:
+    for test_time in [NO_TEST_TIME, *_test_time(sweep, run)]:
         for zoom in sorted(set(sweep["zooms"]) | {1.0}):
             points.append((test_time, zoom))
     return points
@@ -186,12 +190,12 @@ def sweep_one(run: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
         if split == "val" and run["overrides"].get("val_fraction", 0.1) == 0:
             print(f"[dg] {_run_dir(run)}: no source validation split (val_fraction 0): val sweep skipped", flush=True)
             continue
-        for test_time, zoom in _sweep_points(sweep, run["task"]):
+        for test_time, zoom in _sweep_points(sweep, run):
             folder = _scale_dir(run, split, zoom, test_time)
             if (split, zoom, test_time) == ("eval", 1.0, NO_TEST_TIME) or (folder / "metrics_per_case.csv").is_file():
                 continue
             overrides = {"input_zoom": float(zoom), "output_dir": str(folder), "overlays_per_domain": 0,
-                         **_test_time(sweep, run["task"]).get(test_time, {})}
+                         **_test_time(sweep, run).get(test_time, {})}
             if split == "val":
                 overrides["validate#dataset#data"] = "$@splits['val']"
             _workflow(run, ["train", "evaluate"], "eval", **overrides)
@@ -269,7 +273,7 @@ def collect_scale(run: dict[str, Any], sweep: dict[str, Any]) -> list[dict[str, 
     (zoom 1 on the unseen domains without a setting is the run's own evaluation)."""
     rows = []
     for split in sweep["splits"]:
-        for test_time, zoom in _sweep_points(sweep, run["task"]):
+        for test_time, zoom in _sweep_points(sweep, run):
             own = (split, zoom, test_time) == ("eval", 1.0, NO_TEST_TIME)
             folder = _run_dir(run) / "eval" / run["task"] if own else _scale_dir(run, split, zoom, test_time)
             if not (folder / "metrics_per_case.csv").is_file():
