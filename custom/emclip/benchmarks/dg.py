@@ -41,6 +41,7 @@ import numpy as np
 import yaml
 
 from emclip.data import build_datalist
+from emclip.benchmarks.report import write_csv
 from emclip.configs import CONFIGS, bundle_command, meta_files, task_files
 from emclip.reports import get_classes, paired_bootstrap, summarize
 
@@ -385,13 +386,6 @@ def summarize_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _cell(entry: dict[str, Any], seeds: int) -> str:
     """``mean ± sd`` (the mean alone for one seed), with the seed count when it is not the table's."""
     text = f"{entry['dice_mean']:.3f}" if math.isnan(entry["dice_sd"]) else f"{entry['dice_mean']:.3f} ± {entry['dice_sd']:.3f}"
@@ -455,15 +449,15 @@ def write_outputs(
     files when given; returns the summary."""
     output.mkdir(parents=True, exist_ok=True)
     if paired:
-        _write_csv(output / "dg_paired.csv", paired)
+        write_csv(paired, output / "dg_paired.csv")
         (output / "dg_paired.md").write_text(header + "\n\n" + paired_markdown(paired))
     if scale:
-        _write_csv(output / "dg_scale.csv", scale)
+        write_csv(scale, output / "dg_scale.csv")
         for task in dict.fromkeys(r["task"] for r in scale):
             _plot_scale(scale, task, output / f"dg_scale_{task}.png")
     summary = summarize_seeds(rows)
-    _write_csv(output / "dg_runs.csv", rows)
-    _write_csv(output / "dg_summary.csv", summary)
+    write_csv(rows, output / "dg_runs.csv")
+    write_csv(summary, output / "dg_summary.csv")
     (output / "dg_summary.md").write_text(header + "\n\n" + summary_markdown(summary, models))
     for task in dict.fromkeys(s["task"] for s in summary):
         _plot(summary, task, models, output / f"dg_dice_{task}.png")

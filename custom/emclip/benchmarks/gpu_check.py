@@ -37,7 +37,8 @@ import torch
 import yaml
 from ignite.engine import Events
 
-from emclip.benchmarks.speed import bare_encoder, median_seconds, training_loss, write_csv
+from emclip.benchmarks.speed import bare_encoder, median_seconds, training_loss
+from emclip.benchmarks.report import write_csv
 from emclip.configs import CONFIGS, meta_files, task_files
 from emclip.networks import EMCLIP
 

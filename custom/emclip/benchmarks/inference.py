@@ -25,7 +25,6 @@ Spearman correlation of the uncertainty score with Dice), ``chosen.yaml`` (the c
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import shlex
 import sys
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from emclip.benchmarks.report import write_csv
 from emclip.configs import CONFIGS
 from emclip.inference.choose_postprocessing import (
     choose_steps,
@@ -175,13 +175,6 @@ def _markdown(summary: Sequence[Mapping[str, Any]], task: str, chosen: Mapping[s
     return "\n".join(lines) + "\n"
 
 
-def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Command line entry point; returns the summary rows."""
     parser = argparse.ArgumentParser(prog="python -m emclip.benchmarks.inference", description=__doc__.splitlines()[0])
@@ -251,8 +244,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
     summary = summarize_variants(rows, task, source)
     command = "python -m emclip.benchmarks.inference " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    _write_csv(output / "inference_per_case.csv", rows)
-    _write_csv(output / "inference_summary.csv", summary)
+    write_csv(rows, output / "inference_per_case.csv")
+    write_csv(summary, output / "inference_summary.csv")
     chosen = {"network": kept, "postprocess": post, "trials": trials}
     (output / "inference_summary.md").write_text(_markdown(summary, task, chosen, command), encoding="utf-8")
     overlay = [f"# chosen on the source validation split by: {command}"]

@@ -32,7 +32,8 @@ from typing import Any, Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from emclip.benchmarks.speed import inference_step, median_seconds, training_loss, training_step, write_csv
+from emclip.benchmarks.speed import inference_step, median_seconds, training_loss, training_step
+from emclip.benchmarks.report import write_csv
 from emclip.configs import load_config
 from emclip.data import cache_nbytes
 from emclip.networks import EMCLIP

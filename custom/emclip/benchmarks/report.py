@@ -15,11 +15,23 @@ import argparse
 import csv
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["csv_table", "render", "fill"]
+__all__ = ["csv_table", "render", "fill", "write_csv"]
 
 BLOCK = re.compile(r"(<!-- include: (?P<name>[^ ]+)(?: (?P<column>\w+)=(?P<value>[^ ]+))? -->\n)(?P<body>.*?)(<!-- end -->)", re.DOTALL)
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Write ``rows`` (dicts) to ``path`` with the union of their keys as columns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def csv_table(path: Path, column: str | None = None, value: str | None = None) -> str:

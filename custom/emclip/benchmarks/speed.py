@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import multiprocessing
 import os
 import platform
@@ -54,6 +53,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from emclip.benchmarks.report import write_csv
 from emclip.losses import EMCLIPLoss
 from emclip.networks import EMCLIP, PRESETS, EMAggregation, get_preset
 
@@ -70,7 +70,6 @@ __all__ = [
     "run_memory",
     "run_onnx",
     "peak_training_memory",
-    "write_csv",
     "write_outputs",
     "main",
 ]
@@ -410,16 +409,6 @@ def run_onnx(backbones: Sequence[str], sizes: Sequence[int], min_run_time: float
             row["samples"] = min(samples + [n])
             rows.append(_stamp(row))
     return rows
-
-
-def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Write ``rows`` (dicts) to ``path`` with the union of their keys as columns."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def _figure(panels: int = 1) -> tuple[Figure, Any]:
