@@ -40,12 +40,12 @@ BUNDLE_NAMES = {"fundus": "emclip_fundus_segmentation", "cardiac": "emclip_cardi
 def bundle_name(task: str | Path) -> str:
     """The packaged bundle's name: the built-in tasks' Zoo names, else ``emclip_<overlay name>_segmentation``."""
     return BUNDLE_NAMES.get(str(task), f"emclip_{Path(task).stem}_segmentation")
-CONFIGS = ("train.yaml", "evaluate.yaml", "inference.yaml", "multi_gpu_train.yaml")
+WORKFLOW_CONFIGS = ("train.yaml", "evaluate.yaml", "inference.yaml", "multi_gpu_train.yaml")
 REQUIRED_FILES = (
     "configs/metadata.json",
     "configs/meta_schema.json",
     "configs/logging.conf",
-    *(f"configs/{name}" for name in CONFIGS),
+    *(f"configs/{name}" for name in WORKFLOW_CONFIGS),
     "LICENSE",
     "docs/README.md",
     "docs/data_license.txt",
@@ -152,7 +152,7 @@ def packaged_configs(task: str | Path, source: Path = SOURCE) -> dict[str, dict[
     if prompts is not None:
         overlay["prompts"] = f"$@bundle_root + '/configs/{prompts.name}'"
     configs = {}
-    for name in CONFIGS:
+    for name in WORKFLOW_CONFIGS:
         config = _merge(_load(source / "configs" / name), overlay)
         for key, value in PATHS[name].items():
             if key not in config:
