@@ -18,6 +18,22 @@ def test_output_shape(backbone, size):
     assert out.shape == (2, 3, *size)
 
 
+def test_vit_pyramid_widths():
+    """The ViT levels are narrowed as configured; full width keeps the earlier layout and keys."""
+    narrow = tiny_net(3, "cpu-vit")  # width 192, default fractions 1/4, 1/2, 1, 1
+    assert narrow.backbone.level_channels == [48, 96, 192, 192]
+    levels, _ = narrow.backbone(torch.randn(1, 3, 224, 224))
+    assert [tuple(t.shape[1:]) for t in levels] == [(48, 56, 56), (96, 28, 28), (192, 14, 14), (192, 7, 7)]
+    full = tiny_net(3, "cpu-vit", vit_pyramid_widths=(1, 1, 1, 1))
+    assert full.backbone.level_channels == [192] * 4
+    pyramid = {k: v.shape for k, v in full.state_dict().items() if k.startswith("backbone.pyramid.")}
+    assert pyramid == {f"backbone.pyramid.{k}": s for k, s in (
+        ("0.0.weight", (192, 192, 2, 2)), ("0.0.bias", (192,)), ("0.2.weight", (192, 192, 2, 2)),
+        ("0.2.bias", (192,)), ("1.weight", (192, 192, 2, 2)), ("1.bias", (192,)))}
+    with pytest.raises(ValueError, match="vit_pyramid_widths needs four fractions"):
+        tiny_net(3, "cpu-vit", vit_pyramid_widths=(0.5, 1.0))
+
+
 def test_grayscale_input_and_training_outputs():
     net = tiny_net(4, in_channels=1).train()
     out = net(torch.randn(2, 1, 256, 256))
@@ -190,7 +206,7 @@ def test_torchscript_and_onnx_match_eager(tmp_path, backbone):
     + [(b, {"use_em": e, "text_guided": not e}) for b in ("cpu-vit", "ViT-B-16") for e in (True, False)]
     # the finer decoder levels: the ResNet stem's stride-2 map, the light conv stem, per-level EM
     + [("cpu-resnet", {"output_stride": 2}), ("cpu-resnet", {"output_stride": 1, "text_guided": False}),
-       ("cpu-vit", {"output_stride": 1, "em_levels": [0, 2]})],
+       ("cpu-vit", {"output_stride": 1, "em_levels": [0, 2], "vit_pyramid_widths": (0.25, 0.5, 0.5, 0.25)})],
 )
 def test_torch_jit_script_matches_eager(tmp_path, backbone, options):
     """The Model Zoo exports by scripting: the scripted network, saved and loaded, equals eager."""

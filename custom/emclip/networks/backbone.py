@@ -96,6 +96,11 @@ def _intermediates_without_fastpath(vit: VisionTransformer, tokens: torch.Tensor
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
+def _project(in_channels: int, out_channels: int) -> nn.Module:
+    """A 1x1 projection where a pyramid level is narrower than the transformer, else nothing."""
+    return nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+
+
 class CLIPBackbone(nn.Module):
     """Dense features of a CLIP image tower.
 
@@ -111,6 +116,10 @@ class CLIPBackbone(nn.Module):
         freeze: keep the image tower's weights fixed (the pyramid adapters still train).
         half_resolution: ModifiedResNet only: also return the stem's stride-2 map (before its
             average pool) as a first, finer level; its channels are ``half_channels``.
+        vit_pyramid_widths: ViT only: channels of the rebuilt levels at strides 4, 8, 16 and 32 as
+            fractions of the transformer width. The default narrows the upsampled levels as
+            ViTDet's simple pyramid does: at full width the two stride-4 transposed convolutions
+            alone cost about a sixth of a ViT-B/16 forward (``(1, 1, 1, 1)`` is that pyramid).
     """
 
     # constants, so that TorchScript compiles only the branch of this tower
@@ -122,6 +131,7 @@ class CLIPBackbone(nn.Module):
         feature_indices: Sequence[int] | None = None,
         freeze: bool = False,
         half_resolution: bool = False,
+        vit_pyramid_widths: Sequence[float] = (0.25, 0.5, 1.0, 1.0),
     ):
         super().__init__()
         self.visual = visual
@@ -132,16 +142,21 @@ class CLIPBackbone(nn.Module):
             self.patch = int(visual.patch_size[0])
             width = int(visual.conv1.out_channels)
             self.indices = list(feature_indices or _default_indices(len(visual.transformer.resblocks)))
-            self.level_channels = [width] * 4
+            if len(vit_pyramid_widths) != 4 or not all(0 < f <= 1 for f in vit_pyramid_widths):
+                raise ValueError(f"vit_pyramid_widths needs four fractions in (0, 1], got {list(vit_pyramid_widths)}")
+            w4, w8, w16, w32 = (max(1, round(width * f)) for f in vit_pyramid_widths)
+            self.level_channels = [w4, w8, w16, w32]
             # A plain ViT has one stride (the patch); a simple pyramid rebuilds strides 4-32.
             self.pyramid = nn.ModuleList(
                 [
                     nn.Sequential(
-                        nn.ConvTranspose2d(width, width, 2, 2), nn.GELU(), nn.ConvTranspose2d(width, width, 2, 2)
+                        nn.ConvTranspose2d(width, min(width, 2 * w4), 2, 2),
+                        nn.GELU(),
+                        nn.ConvTranspose2d(min(width, 2 * w4), w4, 2, 2),
                     ),
-                    nn.ConvTranspose2d(width, width, 2, 2),
-                    nn.Identity(),
-                    nn.MaxPool2d(2, ceil_mode=True),
+                    nn.ConvTranspose2d(width, w8, 2, 2),
+                    _project(width, w16),
+                    nn.Sequential(nn.MaxPool2d(2, ceil_mode=True), _project(width, w32)),
                 ]
             )
             self.embed_dim = int(visual.proj.shape[1])

@@ -37,6 +37,8 @@ class EMCLIP(nn.Module):
         encode_text: encode the prompts at construction. ``False`` builds no tokenizer and leaves
             the text buffer to a checkpoint (inference, export).
         feature_indices: backbone blocks feeding the decoder (see ``CLIPBackbone``).
+        vit_pyramid_widths: ViT only: channels of the levels at strides 4-32 as fractions of the
+            transformer width (see ``CLIPBackbone``; ``(1, 1, 1, 1)``: the full-width pyramid).
         freeze_image: keep the image tower fixed.
         freeze_text: keep the text tower fixed (default); it is then dropped after encoding.
         use_em: enable EM aggregation (``False``: the EM ablation).
@@ -67,6 +69,7 @@ class EMCLIP(nn.Module):
         prompts: str | dict[str, Any] = "fundus",
         encode_text: bool = True,
         feature_indices: Sequence[int] | None = None,
+        vit_pyramid_widths: Sequence[float] = (0.25, 0.5, 1.0, 1.0),
         freeze_image: bool = False,
         freeze_text: bool = True,
         use_em: bool = True,
@@ -96,7 +99,9 @@ class EMCLIP(nn.Module):
         clip = build_clip(backbone, pretrained)
         # a ModifiedResNet has its own stride-2 stem map; a ViT's comes from the light stem
         resnet_half = output_stride <= 2 and not isinstance(clip.visual, VisionTransformer)
-        self.backbone = CLIPBackbone(clip.visual, feature_indices, freeze=freeze_image, half_resolution=resnet_half)
+        self.backbone = CLIPBackbone(
+            clip.visual, feature_indices, freeze_image, resnet_half, vit_pyramid_widths=vit_pyramid_widths
+        )
         clip.visual = None  # the text tower alone may be kept below
         clip.logit_scale.requires_grad_(False)
         embed_dim = self.backbone.embed_dim
