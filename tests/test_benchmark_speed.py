@@ -96,3 +96,27 @@ def test_unet_columns_for_the_cpu_presets(tmp_path, one_thread):
     assert memory["ratio_unet"] == _ratio_of(memory, "emclip_peak_mib", "unet_peak_mib")
     with open(tmp_path / "speed_train.csv", newline="") as f:
         assert {"unet_ms", "ratio_unet"} <= set(next(csv.DictReader(f)))
+
+
+def test_targets_and_report_only_rebuild_from_the_csvs(tmp_path):
+    """The ViT ratios and the EM share are set against their targets; a CPU preset's encoder ratio is not."""
+    results = {
+        "latency": [{"backbone": "ViT-B-16", "size": 224, "ratio": 1.1}, {"backbone": "cpu-resnet", "size": 224, "ratio": 2.3}],
+        "train": [{"backbone": "ViT-B-16", "size": 224, "ratio": 1.4}, {"backbone": "ViT-B-16", "size": 512, "note": "skipped"}],
+        "em": [{"backbone": "cpu-vit", "channels": 128, "size": 224, "tokens": 196, "em_ms": 1.0, "K": k, "share": share}
+               for k, share in ((64, 0.03), (16, 0.9))],
+    }
+    rows = speed.target_rows(results)
+    assert [(r["part"], r["backbone"], r["value"], r["target"], r["met"]) for r in rows] == [
+        ("latency", "ViT-B-16", 1.1, speed.TARGETS["latency"], "yes"),
+        ("train", "ViT-B-16", 1.4, speed.TARGETS["train"], "no"),
+        ("em", "cpu-vit", 0.03, speed.TARGETS["em_share_k64"], "yes"),
+    ]
+    speed.write_outputs(results, tmp_path)
+    (tmp_path / "speed_targets.csv").unlink()
+    again = speed.main(["--report-only", "--output-dir", str(tmp_path)])
+    assert speed.target_rows(again) == rows  # numbers read back as numbers
+    with open(tmp_path / "speed_targets.csv", newline="") as f:
+        assert [r["met"] for r in csv.DictReader(f)] == ["yes", "no", "yes"]
+    with pytest.raises(SystemExit, match="no speed_<part>.csv"):
+        speed.main(["--report-only", "--output-dir", str(tmp_path / "empty")])
