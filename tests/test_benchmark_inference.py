@@ -60,11 +60,19 @@ def test_inference_benchmark_reports_each_step_against_plain(trained, tmp_path):
 
     summary = main(["--task", "fundus", "--bundle-root", str(trained), "--dataset-dir", str(trained / "data" / "fundus"),
                     "--train-domains", "SynthA", "--output", str(tmp_path), "--steps", "tta", "refine",
-                    "--scales", "0.5", "--set", *TINY])
+                    "--scales", "0.5", "--resize", "2", "--set", *TINY])
     variants = {e["variant"] for e in summary}
     assert {"plain", "tta", "refine", "pp_largest_component", "pp_fill_holes", "pp_cup_in_disc", "chosen"} <= variants
     domains = {(e["domain"], e["split"]) for e in summary}
-    assert {("SynthA", "source-val"), ("SynthB", "unseen"), ("SynthB@x0.5", "unseen")} <= domains
+    assert {("SynthA", "source-val"), ("SynthB", "unseen"), ("SynthB@x0.5", "unseen"), ("SynthB@r2", "unseen")} <= domains
+    from PIL import Image
+
+    originals = {p.name: Image.open(p).size for p in (trained / "data" / "fundus" / "SynthB").glob("*/image/*.png")}
+    copies = [p for p in (tmp_path / "scaled" / "SynthB@r2").glob("*.png") if not p.name.startswith("mask_")]
+    assert sorted(p.name for p in copies) == sorted(originals)
+    for copy in copies:  # the whole image at twice the pixels
+        w, h = originals[copy.name]
+        assert Image.open(copy).size == (2 * w, 2 * h) == Image.open(copy.with_name(f"mask_{copy.name}")).size
     for e in summary:
         if e["variant"] == "plain":
             assert e["diff_vs_plain"] == 0 and e["ci_low"] == e["ci_high"] == 0

@@ -13,7 +13,8 @@ post-processing steps chosen on that variant's source-validation cases, as
 ``emclip.inference.choose_postprocessing`` does. Nothing is chosen on an unseen domain.
 ``--scales`` (2D images) also evaluates plain, refine and chosen on the unseen images zoomed about
 their centre by each factor (2: the disc twice as large in the crop; 0.5: half, on a border of the
-image's median colour), as domains ``<domain>@x<factor>``. ``--task`` names an overlay of
+image's median colour), as domains ``<domain>@x<factor>``; ``--resize`` resizes the whole image by
+each factor instead (domains ``<domain>@r<factor>``: another resolution, the same field of view). ``--task`` names an overlay of
 ``--config-dir`` or is the path of one.
 
 Writes to ``--output``: ``inference_per_case.csv`` (variant, domain, case, class, dice, hd95,
@@ -62,8 +63,8 @@ PLAIN = "plain"
 EVAL_DATA = "$@splits['val'] + @splits['eval']"
 
 
-def scaled_copy(items: Sequence[Mapping[str, Any]], factor: float, root: Path) -> list[dict[str, Any]]:
-    """Copies of 2D items zoomed by ``factor`` about the image centre, at the same size.
+def scaled_copy(items: Sequence[Mapping[str, Any]], factor: float, root: Path, resize: bool = False) -> list[dict[str, Any]]:
+    """Copies of 2D items zoomed by ``factor`` about the image centre, at the same size, or resized.
 
     Args:
         items: datalist items (``image``, ``label``, ``domain``; the label read by
@@ -71,9 +72,12 @@ def scaled_copy(items: Sequence[Mapping[str, Any]], factor: float, root: Path) -
         factor: > 1 crops the centre and enlarges it; < 1 shrinks the image onto a canvas of its
             median colour (labels: background); the image keeps its mode (RGB, grayscale).
         root: folder for the copies.
+        resize: resize the whole image by ``factor`` instead (``factor`` times the pixels on each
+            side, the content unchanged): the disc keeps its share of the image.
 
     Returns:
-        Datalist items of the copies, in domains ``<domain>@x<factor>``, masks in index encoding.
+        Datalist items of the copies, in domains ``<domain>@x<factor>`` (resized: ``@r<factor>``),
+        masks in index encoding.
     """
     from emclip.data import read_fundus_label
 
@@ -83,7 +87,10 @@ def scaled_copy(items: Sequence[Mapping[str, Any]], factor: float, root: Path) -
         image = image.convert("RGB") if image.mode not in ("RGB", "L") else image
         label = Image.fromarray(read_fundus_label(item["label"], item.get("mask_format", "auto")).astype(np.uint8))
         w, h = image.size
-        if factor >= 1:
+        if resize:
+            size = (max(1, round(w * factor)), max(1, round(h * factor)))
+            image, label = image.resize(size, Image.BILINEAR), label.resize(size, Image.NEAREST)
+        elif factor >= 1:
             box = (round(w / 2 - w / factor / 2), round(h / 2 - h / factor / 2), round(w / 2 + w / factor / 2), round(h / 2 + h / factor / 2))
             image, label = image.crop(box).resize((w, h), Image.BILINEAR), label.crop(box).resize((w, h), Image.NEAREST)
         else:
@@ -95,7 +102,7 @@ def scaled_copy(items: Sequence[Mapping[str, Any]], factor: float, root: Path) -
             canvas.paste(image.resize(size, Image.BILINEAR), corner)
             mask.paste(label.resize(size, Image.NEAREST), corner)
             image, label = canvas, mask
-        domain = f"{item['domain']}@x{factor:g}"
+        domain = f"{item['domain']}@{'r' if resize else 'x'}{factor:g}"
         folder = root / domain
         folder.mkdir(parents=True, exist_ok=True)
         name = Path(item["image"]).stem + ".png"
@@ -186,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--config-dir", default=str(CONFIGS))
     parser.add_argument("--steps", nargs="*", default=None, help=f"network steps to measure (default: all of {list(NETWORK_STEPS)} the task has)")
     parser.add_argument("--scales", nargs="*", type=float, default=[], help="2D images: zoom factors of the unseen images")
+    parser.add_argument("--resize", nargs="*", type=float, default=[], help="2D images: resize factors of the unseen images")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other overrides of the training run")
     args = parser.parse_args(argv)
     output = Path(args.output)
@@ -236,10 +244,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     rows += tagged("chosen", network_cases, post)
     chosen_overrides = {k: v for s in kept for k, v in NETWORK_STEPS[s].items()}
 
-    for factor in args.scales if planar else []:
-        copies = scaled_copy(workflow.parser.get_parsed_content("splits")["eval"], factor, output / "scaled")
+    copies = [(f, False) for f in args.scales] + [(f, True) for f in args.resize] if planar else []
+    for factor, resize in copies:
+        scaled_items = scaled_copy(workflow.parser.get_parsed_content("splits")["eval"], factor, output / "scaled", resize)
         for variant, extra, pp in ((PLAIN, {}, None), ("refine", NETWORK_STEPS["refine"], None), ("chosen", chosen_overrides, post)):
-            scaled, _ = run(f"{variant}_x{factor:g}", extra, copies)
+            scaled, _ = run(f"{variant}_{'r' if resize else 'x'}{factor:g}", extra, scaled_items)
             rows += tagged(variant, scaled, pp)
 
     summary = summarize_variants(rows, task, source)
