@@ -34,6 +34,27 @@ def test_vit_pyramid_widths():
         tiny_net(3, "cpu-vit", vit_pyramid_widths=(0.5, 1.0))
 
 
+def test_instance_norm_image_tower_keeps_the_affine_weights():
+    torch.manual_seed(0)
+    batch = tiny_net(3)
+    torch.manual_seed(0)
+    instance = tiny_net(3, image_norm="instance")
+    visual = instance.backbone.visual
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in visual.modules())
+    assert sum(isinstance(m, torch.nn.InstanceNorm2d) for m in visual.modules()) == sum(
+        isinstance(m, torch.nn.BatchNorm2d) for m in batch.backbone.visual.modules())
+    torch.testing.assert_close(visual.bn1.weight, batch.backbone.visual.bn1.weight)
+    # per-image statistics: in training too, an image's features do not depend on the rest of the batch
+    x = torch.randn(2, 3, 64, 64)
+    for net, independent in ((instance, True), (batch, False)):
+        net.train()
+        with torch.no_grad():
+            together, alone = net.backbone(x)[1], net.backbone(x[:1])[1]
+        assert torch.allclose(together[:1], alone, atol=1e-5) == independent
+    with pytest.raises(ValueError, match="needs a ModifiedResNet"):
+        tiny_net(3, "cpu-vit", image_norm="instance")
+
+
 def test_grayscale_input_and_training_outputs():
     net = tiny_net(4, in_channels=1).train()
     out = net(torch.randn(2, 1, 256, 256))
@@ -205,7 +226,7 @@ def test_torchscript_and_onnx_match_eager(tmp_path, backbone):
     # the ViT towers share the ViT branch of the backbone: each flag value once, to keep the time down
     + [(b, {"use_em": e, "text_guided": not e}) for b in ("cpu-vit", "ViT-B-16") for e in (True, False)]
     # the finer decoder levels: the ResNet stem's stride-2 map, the light conv stem, per-level EM
-    + [("cpu-resnet", {"output_stride": 2}), ("cpu-resnet", {"output_stride": 1, "text_guided": False}),
+    + [("cpu-resnet", {"output_stride": 2, "image_norm": "instance"}), ("cpu-resnet", {"output_stride": 1, "text_guided": False}),
        ("cpu-vit", {"output_stride": 1, "em_levels": [0, 2], "vit_pyramid_widths": (0.25, 0.5, 0.5, 0.25)})],
 )
 def test_torch_jit_script_matches_eager(tmp_path, backbone, options):

@@ -96,6 +96,22 @@ def _intermediates_without_fastpath(vit: VisionTransformer, tokens: torch.Tensor
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
+def _instance_norms(module: nn.Module) -> None:
+    """Replace every ``BatchNorm2d`` below ``module`` by an affine ``InstanceNorm2d`` with its
+    (possibly pretrained) scale and shift: each image is then normalised by its own statistics."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            norm = nn.InstanceNorm2d(child.num_features, eps=child.eps, affine=True)
+            with torch.no_grad():
+                norm.weight.copy_(child.weight)
+                norm.bias.copy_(child.bias)
+            norm.weight.requires_grad_(child.weight.requires_grad)
+            norm.bias.requires_grad_(child.bias.requires_grad)
+            setattr(module, name, norm)
+        else:
+            _instance_norms(child)
+
+
 def _project(in_channels: int, out_channels: int) -> nn.Module:
     """A 1x1 projection where a pyramid level is narrower than the transformer, else nothing."""
     return nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
@@ -120,6 +136,10 @@ class CLIPBackbone(nn.Module):
             fractions of the transformer width. The default narrows the upsampled levels as
             ViTDet's simple pyramid does: at full width (``(1, 1, 1, 1)``) their transposed
             convolutions cost a quarter of the FLOPs of a ViT-B/16's transformer, narrowed 6%.
+        image_norm: ModifiedResNet only: ``batch`` keeps its batch norms; ``instance`` swaps them
+            for instance norms with the same affine weights, so every feature map is normalised
+            by the image's own statistics instead of the training set's running ones (what
+            MONAI's U-Net does; a ViT's layer norms already work per token).
     """
 
     # constants, so that TorchScript compiles only the branch of this tower
@@ -132,8 +152,11 @@ class CLIPBackbone(nn.Module):
         freeze: bool = False,
         half_resolution: bool = False,
         vit_pyramid_widths: Sequence[float] = (0.25, 0.5, 1.0, 1.0),
+        image_norm: str = "batch",
     ):
         super().__init__()
+        if image_norm not in ("batch", "instance"):
+            raise ValueError(f"image_norm must be 'batch' or 'instance', got {image_norm!r}")
         self.visual = visual
         self.half_resolution = half_resolution
         self.half_channels: list[int] = []
@@ -162,6 +185,8 @@ class CLIPBackbone(nn.Module):
             self.embed_dim = int(visual.proj.shape[1])
             if half_resolution:
                 raise ValueError("half_resolution needs a ModifiedResNet: a ViT has no stride-2 features")
+            if image_norm != "batch":
+                raise ValueError(f"image_norm={image_norm!r} needs a ModifiedResNet: a ViT has layer norms only")
         elif isinstance(visual, ModifiedResNet):
             self.is_vit = False
             self.patch = 32
@@ -176,6 +201,8 @@ class CLIPBackbone(nn.Module):
             # projections would get no gradient, which DDP reports as unused parameters.
             for proj in (visual.attnpool.q_proj, visual.attnpool.k_proj):
                 proj.requires_grad_(False)
+            if image_norm == "instance":
+                _instance_norms(visual)
         else:
             raise TypeError(f"unsupported image tower {type(visual).__name__}: use a ViT or ModifiedResNet CLIP")
         if len(self.indices) != 4:

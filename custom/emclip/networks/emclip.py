@@ -39,6 +39,8 @@ class EMCLIP(nn.Module):
         feature_indices: backbone blocks feeding the decoder (see ``CLIPBackbone``).
         vit_pyramid_widths: ViT only: channels of the levels at strides 4-32 as fractions of the
             transformer width (see ``CLIPBackbone``; ``(1, 1, 1, 1)``: the full-width pyramid).
+        image_norm: ResNet towers only: ``batch`` (their own norms) or ``instance`` (per-image
+            normalisation with the same affine weights; see ``CLIPBackbone``).
         freeze_image: keep the image tower fixed.
         freeze_text: keep the text tower fixed (default); it is then dropped after encoding.
         use_em: enable EM aggregation (``False``: the EM ablation).
@@ -70,6 +72,7 @@ class EMCLIP(nn.Module):
         encode_text: bool = True,
         feature_indices: Sequence[int] | None = None,
         vit_pyramid_widths: Sequence[float] = (0.25, 0.5, 1.0, 1.0),
+        image_norm: str = "batch",
         freeze_image: bool = False,
         freeze_text: bool = True,
         use_em: bool = True,
@@ -100,7 +103,7 @@ class EMCLIP(nn.Module):
         # a ModifiedResNet has its own stride-2 stem map; a ViT's comes from the light stem
         resnet_half = output_stride <= 2 and not isinstance(clip.visual, VisionTransformer)
         self.backbone = CLIPBackbone(
-            clip.visual, feature_indices, freeze_image, resnet_half, vit_pyramid_widths=vit_pyramid_widths
+            clip.visual, feature_indices, freeze_image, resnet_half, vit_pyramid_widths, image_norm
         )
         clip.visual = None  # the text tower alone may be kept below
         clip.logit_scale.requires_grad_(False)
