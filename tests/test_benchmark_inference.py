@@ -99,3 +99,16 @@ def test_inference_benchmark_on_volumes(tmp_path):
     assert {e["variant"] for e in summary} == {"plain", "tta", "pp_largest_component", "pp_fill_holes", "chosen"}
     assert {e["class"] for e in summary} == {"LV", "MYO", "RV"}
     assert {(e["domain"], e["split"]) for e in summary} == {("A", "source-val"), ("B", "unseen")}
+
+
+def test_inference_benchmark_without_a_source_split_chooses_nothing(trained, tmp_path):
+    from emclip.benchmarks.inference import main
+
+    tiny = [o for o in TINY if not o.startswith("val_fraction")] + ["val_fraction=0.0"]
+    summary = main(["--task", "fundus", "--bundle-root", str(trained), "--dataset-dir", str(trained / "data" / "fundus"),
+                    "--train-domains", "SynthA", "--output", str(tmp_path), "--steps", "tta", "--set", *tiny])
+    assert {e["split"] for e in summary} == {"unseen"}
+    assert "chosen" not in {e["variant"] for e in summary}  # nothing chosen on an unseen domain
+    assert "No source validation split: nothing was chosen" in (tmp_path / "inference_summary.md").read_text()
+    chosen = yaml.safe_load((tmp_path / "chosen.yaml").read_text())
+    assert all(v is True for k, v in chosen.items() if k.startswith("postprocess#"))  # every step stays off
