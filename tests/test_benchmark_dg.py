@@ -108,7 +108,7 @@ def test_runs_train_evaluate_resume_and_summarize(data_root, tmp_path):
     out = tmp_path / "out"
     dg.write_outputs(rows, ["emclip", "unet"], out, "header line", paired, scale)
     assert "| fundus | SynthA -> SynthB | OD | emclip - unet | 1 | 3 |" in (out / "dg_paired.md").read_text()
-    for name in ("dg_runs.csv", "dg_summary.csv", "dg_summary.md", "dg_dice_fundus.png", "dg_scale.csv", "dg_scale_fundus.png"):
+    for name in ("dg_runs.csv", "dg_summary.csv", "dg_summary.md", "dg_dice_fundus.png", "dg_scale.csv", "dg_scale.md", "dg_scale_fundus.png"):
         assert (out / name).stat().st_size > 0
     with open(out / "dg_runs.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
@@ -138,3 +138,14 @@ def test_test_time_settings_apply_to_their_task_and_models():
     assert dg._test_time(sweep, unet) == {"refine": {"refine#enabled": True}}
     assert dg._test_time(sweep, {"task": "cardiac", "model": "emclip"}) == {}
     assert dg._sweep_points(sweep, unet) == [("none", 0.8), ("none", 1.0), ("refine", 0.8), ("refine", 1.0)]
+
+
+def test_scale_table_means_over_seeds_and_the_largest_loss_from_zoom_1():
+    row = {"task": "fundus", "source": "REFUGE", "model": "emclip", "test_time": "none", "split": "eval",
+           "domain": "DrishtiGS", "class": "OC"}
+    rows = [{**row, "seed": s, "zoom": z, "dice": d} for s, z, d in
+            ((0, 0.7, 0.80), (1, 0.7, 0.70), (0, 1.0, 0.70), (1, 1.0, 0.60), (0, 1.2, 0.50))]
+    table = dg.scale_table(rows).splitlines()
+    assert table[0] == "| task | source -> domain | model | test time | split | class | seeds | x0.7 | x1 | x1.2 | largest loss from x1 |"
+    # x0.7 and x1 average two seeds, x1.2 has one: 0.650 - 0.500 is the largest loss
+    assert table[2] == "| fundus | REFUGE -> DrishtiGS | emclip | none | eval | OC | 1/2 | 0.750 | 0.650 | 0.500 | +0.150 |"

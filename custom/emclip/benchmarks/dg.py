@@ -330,6 +330,27 @@ def paired_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scale_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: per task, source, model, test-time setting, split, domain and class, the Dice at
+    each zoom (mean over the seeds, their number in brackets where it differs between zooms)
+    and the largest loss from zoom 1 (the issue's scale-robustness measure)."""
+    zooms = sorted({r["zoom"] for r in rows})
+    cells: dict[tuple, dict[float, list[float]]] = {}
+    for r in rows:
+        key = (r["task"], r["source"], r["model"], r["test_time"], r["split"], r["domain"], r["class"])
+        cells.setdefault(key, {}).setdefault(r["zoom"], []).append(r["dice"])
+    head = ["task", "source -> domain", "model", "test time", "split", "class", "seeds", *(f"x{z:g}" for z in zooms), "largest loss from x1"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (task, source, model, test_time, split, domain, name), by_zoom in cells.items():
+        means = {z: float(np.mean(v)) for z, v in by_zoom.items()}
+        loss = max((means[1.0] - d for z, d in means.items() if z != 1.0), default=math.nan) if 1.0 in means else math.nan
+        seeds = sorted({len(v) for v in by_zoom.values()})
+        row = [task, f"{source} -> {domain}", model, test_time, split, name, "/".join(map(str, seeds))]
+        row += [f"{means[z]:.3f}" if z in means else "" for z in zooms] + ["" if math.isnan(loss) else f"{loss:+.3f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _plot_scale(rows: list[dict[str, Any]], task: str, path: Path) -> None:
     import matplotlib
 
@@ -453,6 +474,7 @@ def write_outputs(
         (output / "dg_paired.md").write_text(header + "\n\n" + paired_markdown(paired))
     if scale:
         write_csv(scale, output / "dg_scale.csv")
+        (output / "dg_scale.md").write_text(scale_table(scale), encoding="utf-8")
         for task in dict.fromkeys(r["task"] for r in scale):
             _plot_scale(scale, task, output / f"dg_scale_{task}.png")
     summary = summarize_seeds(rows)
