@@ -18,7 +18,7 @@ settings' ``compare`` pairs, ``dg_paired.csv`` / ``dg_paired.md`` (per-case Dice
 averaged over seeds, with a bootstrap 95% interval); with ``scale_sweep``, every finished run is
 also evaluated with its input zoomed (evaluate.yaml's ``input_zoom``) on the unseen domains and on
 the source validation split, plainly and with each named test-time setting of ``scale_sweep``'s
-``test_time`` for the run's task (evaluation overrides, e.g. fundus's two-pass refinement): ``dg_scale.csv`` and ``dg_scale_<task>.png``.
+``test_time`` for the run's task (evaluation overrides, e.g. fundus's two-pass refinement): ``dg_scale.csv``, ``dg_scale.md`` (per zoom, mean over the seeds) and ``dg_scale_<task>.png``.
 """
 
 from __future__ import annotations
@@ -332,21 +332,21 @@ def paired_markdown(rows: list[dict[str, Any]]) -> str:
 
 def scale_table(rows: list[dict[str, Any]]) -> str:
     """Markdown: per task, source, model, test-time setting, split, domain and class, the Dice at
-    each zoom (mean over the seeds, their number in brackets where it differs between zooms)
-    and the largest loss from zoom 1 (the issue's scale-robustness measure)."""
+    each zoom (mean over the seeds; ``seeds`` lists the counts where they differ between zooms)
+    and the largest distance from the Dice at zoom 1, either way (the scale-robustness measure)."""
     zooms = sorted({r["zoom"] for r in rows})
     cells: dict[tuple, dict[float, list[float]]] = {}
     for r in rows:
         key = (r["task"], r["source"], r["model"], r["test_time"], r["split"], r["domain"], r["class"])
         cells.setdefault(key, {}).setdefault(r["zoom"], []).append(r["dice"])
-    head = ["task", "source -> domain", "model", "test time", "split", "class", "seeds", *(f"x{z:g}" for z in zooms), "largest loss from x1"]
+    head = ["task", "source -> domain", "model", "test time", "split", "class", "seeds", *(f"x{z:g}" for z in zooms), "max abs diff to x1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (task, source, model, test_time, split, domain, name), by_zoom in cells.items():
         means = {z: float(np.mean(v)) for z, v in by_zoom.items()}
-        loss = max((means[1.0] - d for z, d in means.items() if z != 1.0), default=math.nan) if 1.0 in means else math.nan
+        spread = max((abs(d - means[1.0]) for z, d in means.items() if z != 1.0), default=math.nan) if 1.0 in means else math.nan
         seeds = sorted({len(v) for v in by_zoom.values()})
         row = [task, f"{source} -> {domain}", model, test_time, split, name, "/".join(map(str, seeds))]
-        row += [f"{means[z]:.3f}" if z in means else "" for z in zooms] + ["" if math.isnan(loss) else f"{loss:+.3f}"]
+        row += [f"{means[z]:.3f}" if z in means else "" for z in zooms] + ["" if math.isnan(spread) else f"{spread:.3f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
