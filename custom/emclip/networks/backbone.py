@@ -102,11 +102,9 @@ def _instance_norms(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
             norm = nn.InstanceNorm2d(child.num_features, eps=child.eps, affine=True)
-            with torch.no_grad():
+            with torch.no_grad():  # before any freezing: freeze=True reaches the new norms too
                 norm.weight.copy_(child.weight)
                 norm.bias.copy_(child.bias)
-            norm.weight.requires_grad_(child.weight.requires_grad)
-            norm.bias.requires_grad_(child.bias.requires_grad)
             setattr(module, name, norm)
         else:
             _instance_norms(child)
