@@ -51,6 +51,8 @@ def test_instance_norm_image_tower_keeps_the_affine_weights():
         with torch.no_grad():
             together, alone = net.backbone(x)[1], net.backbone(x[:1])[1]
         assert torch.allclose(together[:1], alone, atol=1e-5) == independent
+    frozen = tiny_net(3, image_norm="instance", freeze_image=True).backbone.visual
+    assert not any(p.requires_grad for p in frozen.parameters())  # freezing reaches the new norms
     with pytest.raises(ValueError, match="needs a ModifiedResNet"):
         tiny_net(3, "cpu-vit", image_norm="instance")
 
