@@ -99,6 +99,21 @@ def test_configuration_error_is_the_last_line(good, tmp_path):
     )
 
 
+def test_lower_case_booleans_on_the_command_line_name_the_key(good, tmp_path):
+    from emclip.workflows.checks import ConfigError, check_command_line
+
+    # Fire keeps `false` as text, which a config expression takes as true
+    status, lines = train(tmp_path, good, "--refine#enabled", "false")
+    assert status == 1
+    assert lines[-1] == "refine#enabled: the command line reads 'false' as the text 'false', which a config expression takes as true; write --refine#enabled False"
+    for argv in (["--tta#flips=true"], ["--pretrained", "null", "--epochs", "1"]):
+        with pytest.raises(ConfigError, match=r"write --(tta#flips True|pretrained None)$"):
+            check_command_line(argv)
+    # Python spellings, other texts, flags without a value and MONAI's own `_disabled_` text pass
+    check_command_line(["--tta#flips", "False", "--cache", "none", "--augment#elastic#_disabled_", "false", "--x", "--y=1"])
+    check_command_line(None)  # this process is pytest, not `python -m monai.bundle`
+
+
 @pytest.mark.parametrize("args", [[], ["--cache", "none", "--num_workers", "2"]], ids=["memory-cache", "no-cache-2-workers"])
 def test_data_error_exits_1_without_abort(bad, tmp_path, args):
     status, lines = train(tmp_path, bad, "--val_fraction", "0.0", "--epochs", "1", *args)

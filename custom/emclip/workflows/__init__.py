@@ -1,7 +1,7 @@
 """Glue for the MONAI bundle configs: configuration checks, checkpoints and resume, optimiser
 parameter groups and LR schedule, progress logging (on rank 0 of a distributed run) and inference input/output."""
 
-from emclip.workflows.checks import check_checkpoint, check_dataset_dir, check_metadata, check_task, select_splits
+from emclip.workflows.checks import check_checkpoint, check_command_line, check_dataset_dir, check_metadata, check_task, select_splits
 from emclip.workflows.checkpoints import AtomicCheckpointSaver, EpochCheckpoints, SourceValidation, last_checkpoint, save_atomic
 from emclip.workflows.errors import bundle_message, install_excepthook
 from emclip.workflows.io import BatchInferenceEvaluator, EncodeFundusMaskd, SkipFailedInputs, list_inputs
@@ -11,6 +11,7 @@ from emclip.workflows.ranks import LOGGING_HANDLERS, is_rank_zero, rank_zero_han
 
 __all__ = [
     "check_checkpoint",
+    "check_command_line",
     "check_dataset_dir",
     "check_metadata",
     "check_task",

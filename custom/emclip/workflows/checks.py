@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import zipfile
 from typing import Any, Callable, Sequence
 
@@ -11,7 +12,7 @@ import torch
 
 from emclip.data import DataError, sort_items, split_domains
 
-__all__ = ["check_dataset_dir", "check_task", "select_splits", "check_checkpoint", "check_metadata", "describe_file", "load_weights"]
+__all__ = ["check_command_line", "check_dataset_dir", "check_task", "select_splits", "check_checkpoint", "check_metadata", "describe_file", "load_weights"]
 
 
 class ConfigError(ValueError):
@@ -23,6 +24,37 @@ def check_dataset_dir(dataset_dir: str) -> str:
     if not os.path.isdir(dataset_dir):
         raise ConfigError(f"dataset_dir: {dataset_dir!r} is not a folder (override it with --dataset_dir)")
     return dataset_dir
+
+
+# Python Fire, which parses `python -m monai.bundle run` overrides, reads these as text, and a
+# non-empty text counts as true in a config expression: `--refine#enabled false` would switch it on.
+_FIRE_TEXT = {"false": "False", "true": "True", "null": "None"}
+
+
+def check_command_line(argv: Sequence[str] | None = None) -> None:
+    """Raise naming the key when a command-line override is spelt ``false``, ``true`` or ``null``
+    (Fire keeps those as text) instead of ``False``, ``True`` or ``None``. ``_disabled_`` keys are
+    exempt: MONAI reads their text itself. Without ``argv``, the process's own arguments when it is
+    ``python -m monai.bundle`` (a bundle run from Python or MONAI Label has no such overrides)."""
+    if argv is None:
+        if not sys.argv[0].endswith(os.path.join("monai", "bundle", "__main__.py")):
+            return
+        argv = sys.argv[1:]
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if not arg.startswith("--"):
+            continue
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 == len(args) or args[i + 1].startswith("--"):
+                continue
+            value = args[i + 1]
+        fix = _FIRE_TEXT.get(value.strip())
+        if fix is not None and not key.endswith("_disabled_"):
+            raise ConfigError(
+                f"{key}: the command line reads {value!r} as the text {value!r}, which a config expression "
+                f"takes as true; write --{key} {fix}"
+            )
 
 
 def check_task(task: str | None) -> None:
