@@ -11,7 +11,7 @@ from emclip.configs import load_config
 from emclip.data import RandGIN, RandGINd, task_transforms
 from emclip.data.transforms import RandHueSaturationd
 
-SPATIAL = ("flip_x", "flip_y", "affine", "elastic")
+SPATIAL = ("flip_x", "flip_y", "affine", "zoom", "elastic")
 
 
 def _sample(channels: int, classes: int, size: int = 48) -> dict:
@@ -109,6 +109,19 @@ def _names(task: str, **overrides) -> list[str]:
     return [type(t).__name__ for t in task_transforms(task, "augment", overrides=overrides)]
 
 
+def test_zoom_scales_structures_and_keeps_the_size() -> None:
+    sample = _sample(3, 3)
+    area = float((sample["label"] == 2).sum())  # the inner disc: it stays inside the image at 1.4
+    for factor in (0.7, 1.4):
+        zoom = {"augment#zoom#_disabled_": False, "augment#zoom#prob": 1.0, "augment#zoom#min_zoom": factor, "augment#zoom#max_zoom": factor}
+        chain = Compose([t for t in task_transforms("fundus", "augment", overrides=zoom) if type(t).__name__ == "RandZoomd"])
+        out = chain(dict(sample))
+        assert out["label"].shape == sample["label"].shape and set(torch.unique(out["label"]).tolist()) <= {0.0, 1.0, 2.0}
+        assert float((out["label"] == 2).sum()) / area == pytest.approx(factor**2, rel=0.05)  # the structures, not the image
+        expected = torch.round(out["image"][0] / 0.9 * 2)
+        assert (expected == out["label"][0]).float().mean() > 0.9
+
+
 def test_switches() -> None:
     assert _names("fundus", **{f"augment#{n}#_disabled_": True for n in _switches("fundus")}) == ["ScaleIntensityRanged"]
     default_names = _names("cardiac")
@@ -116,6 +129,7 @@ def test_switches() -> None:
     assert "RandGINd" not in _names("cardiac", **{"augment#gin#_disabled_": True})
     assert "Rand2DElasticd" not in _names("fundus")  # off by default for fundus
     assert "Rand2DElasticd" in _names("fundus", **{"augment#elastic#_disabled_": False})
+    assert "RandZoomd" not in _names("fundus") and "RandZoomd" in _names("fundus", **{"augment#zoom#_disabled_": False})
     assert "RandHueSaturationd" not in _names("task_2d", in_channels=1)  # colour only for RGB
     with pytest.raises(Exception, match="RandGINd"):  # an option the transform does not take
         _names("fundus", **{"augment#gin#probability": 1.0})
