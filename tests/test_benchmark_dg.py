@@ -98,7 +98,7 @@ def test_runs_train_evaluate_resume_and_summarize(data_root, tmp_path):
     # with the flips at both zooms; no val split
     assert {(r["model"], r["zoom"], r["split"], r["test_time"]) for r in scale} == {
         (m, z, "eval", t) for m in ("emclip", "unet") for z in (0.8, 1.0) for t in ("none", "flips")}
-    assert len(scale) == 2 * 2 * 2 * 2 * 2 and all(0 <= r["dice"] <= 1 for r in scale)
+    assert len(scale) == 2 * 2 * 2 * 2 * 2 and all(0 <= r["dice"] <= 1 and r["size_ratio"] >= 0 for r in scale)
     assert "no source validation split" in (tmp_path / "work" / "fundus_SynthA" / "unet" / "seed0" / "log.txt").read_text()
     paired = dg.paired_rows(runs, [["emclip", "unet"]])
     assert len(paired) == 4 and all(p["n"] == 3 and p["seeds"] == 1 for p in paired)
@@ -149,3 +149,8 @@ def test_scale_table_means_over_seeds_and_the_largest_distance_from_zoom_1():
     assert table[0] == "| task | source -> domain | model | test time | split | class | seeds | x0.7 | x1 | x1.2 | max abs diff to x1 |"
     # x0.7 and x1 average two seeds, x1.2 has one; the gain at x0.7 (+0.250) is farther than the loss at x1.2
     assert table[2] == "| fundus | REFUGE -> DrishtiGS | emclip | none | eval | OC | 1/2 | 0.900 | 0.650 | 0.500 | 0.250 |"
+    # the size ratio per zoom; an evaluation written before it (NaN) is left out
+    sizes = [{**r, "size_ratio": math.nan if r["zoom"] == 1.2 else r["zoom"]} for r in rows]
+    table = dg.scale_table(sizes, "size_ratio").splitlines()
+    assert table[0].endswith("| x0.7 | x1 | max abs diff to x1 |")
+    assert table[2] == "| fundus | REFUGE -> DrishtiGS | emclip | none | eval | OC | 2 | 0.700 | 1.000 | 0.300 |"

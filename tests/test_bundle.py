@@ -99,7 +99,7 @@ def test_evaluate_writes_reports_per_case_and_domain(fundus_run, data):
         train_domains=["SynthA"], output_dir=str(out), **TINY,
     )
     rows = read_csv(out / "metrics_per_case.csv")
-    assert list(rows[0]) == ["domain", "case", "class", "dice", "hd95"]
+    assert list(rows[0]) == ["domain", "case", "class", "dice", "hd95", "size_ratio"]
     assert {r["domain"] for r in rows} == {"SynthB", "SynthC"}
     assert len(rows) == 2 * 4 * 2  # two unseen domains x four images x (OD, OC)
     summary = read_csv(out / "metrics_summary.csv")

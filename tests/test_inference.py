@@ -300,7 +300,7 @@ def test_evaluation_with_uncertainty_scores_and_correlation(data, ckpts, tmp_pat
               "dataset_dir": str(data / "fundus"), "train_domains": ["SynthA"], "eval_domains": ["SynthB"], **TINY}
     run(cfg("train", "evaluate", "fundus"), workflow_type="train", **common, **all_steps())
     rows = read_csv(tmp_path / "eval" / "metrics_per_case.csv")
-    assert list(rows[0]) == ["domain", "case", "class", "dice", "hd95", "uncertainty"]
+    assert list(rows[0]) == ["domain", "case", "class", "dice", "hd95", "size_ratio", "uncertainty"]
     assert all(0 <= float(r["uncertainty"]) <= 1 for r in rows)
     correlation = read_csv(tmp_path / "eval" / "uncertainty_correlation.csv")
     assert {(r["domain"], r["class"]) for r in correlation} == {(d, c) for d in ("SynthB", "all") for c in ("OD", "OC")}
@@ -326,5 +326,5 @@ def test_reports_correlate_the_uncertainty_score_with_dice(tmp_path):
     assert list(read_csv(paths["per_case_csv"])[0]) == ["domain", "case", "class", "dice", "hd95", "uncertainty"]
     assert {r["metric"] for r in read_csv(paths["summary_csv"])} == {"dice", "hd95", "uncertainty"}
     assert len(read_csv(paths["correlation_csv"])) == 3 * 2  # B, C, all x OD, OC
-    with pytest.raises(ValueError, match="score every case or none"):
+    with pytest.raises(ValueError, match="'uncertainty' value and others not; give it for every case or none"):
         write_reports(rows + [{"domain": "B", "case": "x", "class": "OD", "dice": 1.0, "hd95": 0.0}], tmp_path, fundus)

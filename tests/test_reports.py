@@ -173,6 +173,19 @@ def test_fundus_od_is_rim_plus_cup_and_oc_is_cup():
     assert rows["OD"]["dice"] == pytest.approx(2 * 64 / (64 + 400))
 
 
+def test_size_ratio_is_predicted_over_annotated_size():
+    label = _square((32, 32), (4, 24), (4, 24), value=1)
+    label[10:18, 10:18] = 2
+    pred = label.copy()
+    pred[10:14, 10:18] = 1  # half the cup predicted as rim: OC under-segmented, OD as annotated
+    rows = _by_class(case_metrics(pred, label, FUNDUS))
+    assert rows["OC"]["size_ratio"] == pytest.approx(0.5) and rows["OD"]["size_ratio"] == pytest.approx(1.0)
+    assert _by_class(case_metrics(np.where(label > 0, 2, 0), label, FUNDUS))["OC"]["size_ratio"] == pytest.approx(400 / 64)
+    empty = np.zeros((32, 32), dtype=np.int64)
+    assert math.isnan(_by_class(case_metrics(label, empty, FUNDUS))["OC"]["size_ratio"])  # nothing annotated
+    assert _by_class(case_metrics(empty, label, FUNDUS))["OC"]["size_ratio"] == 0.0
+
+
 def test_empty_mask_rules():
     empty = np.zeros((16, 16), dtype=np.int64)
     cup = _square((16, 16), (4, 8), (4, 8))
@@ -235,6 +248,19 @@ def test_summary_of_all_nan_values_and_bad_rows():
         summarize([{**rows[0], "class": "LV"}], FUNDUS)
     with pytest.raises(ValueError, match="reserved"):
         summarize([{**rows[0], "domain": "all"}], FUNDUS)
+
+
+def test_size_ratio_column_is_summarised_when_every_row_has_it(tmp_path):
+    rows = [{**r, "size_ratio": 0.5 + 0.1 * i} for i, r in enumerate(_synthetic_rows())]
+    paths = write_reports(rows, tmp_path / "out", FUNDUS)
+    columns, _ = _read_csv(paths["per_case_csv"])
+    assert columns == ["domain", "case", "class", "dice", "hd95", "size_ratio"]
+    entry = next(e for e in summarize(rows, FUNDUS) if (e["domain"], e["class"], e["metric"]) == ("siteB", "OC", "size_ratio"))
+    assert entry["mean"] == pytest.approx(np.mean([r["size_ratio"] for r in rows if (r["domain"], r["class"]) == ("siteB", "OC")]))
+    assert "size pred/ref mean ± std" in paths["summary_md"].read_text()
+    assert "size pred/ref" not in write_reports(_synthetic_rows(), tmp_path / "old", FUNDUS)["summary_md"].read_text()
+    with pytest.raises(ValueError, match="'size_ratio' value and others not"):
+        summarize(rows[:2] + _synthetic_rows()[2:], FUNDUS)
 
 
 def test_write_reports_files(tmp_path):
@@ -408,7 +434,7 @@ def test_handler_distributed_gathers_and_writes_on_rank0(tmp_path, monkeypatch, 
     label = torch.from_numpy(_square((16, 16), (2, 10), (2, 10)))[None]
     own = [{"pred": label, "label": label, "image": torch.rand(1, 16, 16), "domain": "d", "case": "r0"}]
     # The other rank repeats case r0, as a padding DistributedSampler would, and has r1.
-    other = [{"domain": "d", "case": c, "class": k, "dice": 0.5, "hd95": 1.0} for c in ("r0", "r1") for k in ("OD", "OC")]
+    other = [{"domain": "d", "case": c, "class": k, "dice": 0.5, "hd95": 1.0, "size_ratio": 1.0} for c in ("r0", "r1") for k in ("OD", "OC")]
 
     def all_gather_object(out, rows):
         out[:] = [rows, other] if rank == 0 else [other, rows]

@@ -44,6 +44,7 @@ from emclip.data import build_datalist
 from emclip.benchmarks.report import write_csv
 from emclip.configs import CONFIGS, bundle_command, meta_files, task_files
 from emclip.reports import get_classes, paired_bootstrap, summarize
+from emclip.reports.writers import SIZE_RATIO
 
 __all__ = [
     "load_settings", "plan_runs", "run_one", "sweep_one", "collect", "collect_scale", "paired_rows",
@@ -279,11 +280,14 @@ def collect_scale(run: dict[str, Any], sweep: dict[str, Any]) -> list[dict[str, 
             folder = _run_dir(run) / "eval" / run["task"] if own else _scale_dir(run, split, zoom, test_time)
             if not (folder / "metrics_per_case.csv").is_file():
                 continue
-            for entry in summarize(_per_case(folder), get_classes(run["task"])):
-                if entry["domain"] != "all" and entry["metric"] == "dice":
+            summary = {(e["domain"], e["class"], e["metric"]): e for e in summarize(_per_case(folder), get_classes(run["task"]))}
+            for (domain, name, metric), entry in summary.items():
+                if domain != "all" and metric == "dice":
+                    # evaluations written before the size ratio have none
+                    size = summary.get((domain, name, SIZE_RATIO), {"mean": math.nan})["mean"]
                     rows.append({"task": run["task"], "source": run["source"], "model": run["model"], "seed": run["seed"],
-                                 "test_time": test_time, "split": split, "zoom": zoom, "domain": entry["domain"],
-                                 "class": entry["class"], "dice": entry["mean"], "n": entry["n"]})
+                                 "test_time": test_time, "split": split, "zoom": zoom, "domain": domain,
+                                 "class": name, "dice": entry["mean"], "size_ratio": size, "n": entry["n"]})
     return rows
 
 
@@ -330,15 +334,17 @@ def paired_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def scale_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: per task, source, model, test-time setting, split, domain and class, the Dice at
+def scale_table(rows: list[dict[str, Any]], metric: str = "dice") -> str:
+    """Markdown: per task, source, model, test-time setting, split, domain and class, ``metric`` at
     each zoom (mean over the seeds; ``seeds`` lists the counts where they differ between zooms)
-    and the largest distance from the Dice at zoom 1, either way (the scale-robustness measure)."""
+    and the largest distance from its value at zoom 1, either way (for Dice, the scale-robustness
+    measure). Rows without the metric (NaN: a size ratio of an older evaluation) are left out."""
+    rows = [r for r in rows if not math.isnan(r.get(metric, math.nan))]
     zooms = sorted({r["zoom"] for r in rows})
     cells: dict[tuple, dict[float, list[float]]] = {}
     for r in rows:
         key = (r["task"], r["source"], r["model"], r["test_time"], r["split"], r["domain"], r["class"])
-        cells.setdefault(key, {}).setdefault(r["zoom"], []).append(r["dice"])
+        cells.setdefault(key, {}).setdefault(r["zoom"], []).append(r[metric])
     head = ["task", "source -> domain", "model", "test time", "split", "class", "seeds", *(f"x{z:g}" for z in zooms), "max abs diff to x1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (task, source, model, test_time, split, domain, name), by_zoom in cells.items():
@@ -474,7 +480,10 @@ def write_outputs(
         (output / "dg_paired.md").write_text(header + "\n\n" + paired_markdown(paired))
     if scale:
         write_csv(scale, output / "dg_scale.csv")
-        (output / "dg_scale.md").write_text(scale_table(scale), encoding="utf-8")
+        sizes = scale_table(scale, SIZE_RATIO)
+        sizes = "" if sizes.count("\n") <= 2 else (
+            "\n### Size ratio (predicted over annotated size; below 1: under-segmented)\n\n" + sizes)
+        (output / "dg_scale.md").write_text(scale_table(scale) + sizes, encoding="utf-8")
         for task in dict.fromkeys(r["task"] for r in scale):
             _plot_scale(scale, task, output / f"dg_scale_{task}.png")
     summary = summarize_seeds(rows)

@@ -17,7 +17,7 @@ image's median colour), as domains ``<domain>@x<factor>``; ``--resize`` resizes 
 each factor instead (domains ``<domain>@r<factor>``: another resolution, the same field of view). ``--task`` names an overlay of
 ``--config-dir`` or is the path of one.
 
-Writes to ``--output``: ``inference_per_case.csv`` (variant, domain, case, class, dice, hd95,
+Writes to ``--output``: ``inference_per_case.csv`` (variant, domain, case, class, dice, hd95, size_ratio,
 seconds, uncertainty), ``inference_summary.csv`` / ``.md`` (per variant, domain and class: mean
 Dice, the paired difference to plain with its bootstrap 95 % interval, median seconds per case, the
 Spearman correlation of the uncertainty score with Dice), ``chosen.yaml`` (the chosen overlay).

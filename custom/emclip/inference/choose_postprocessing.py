@@ -192,7 +192,7 @@ def collect_cases(workflow: ConfigWorkflow, task: str) -> list[Case]:
 
 
 def score_cases(cases: Sequence[Case], task: str, steps: Sequence[Callable] = ()) -> list[dict[str, Any]]:
-    """Per-case rows ``domain, case, class, dice, hd95, seconds`` after the post-processing ``steps``
+    """Per-case rows ``domain, case, class, dice, hd95, size_ratio, seconds`` after the post-processing ``steps``
     (dictionary transforms of ``pred``, as :func:`postprocess_steps` builds them); ``seconds`` adds
     the steps' own time to the case's."""
     chain = Compose(list(steps))

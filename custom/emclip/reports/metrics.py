@@ -39,7 +39,11 @@ def case_metrics(
     classes: Mapping[str, Any],
     spacing: float | Sequence[float] | None = None,
 ) -> list[dict[str, float | str]]:
-    """Dice and 95th-percentile Hausdorff distance of every reported class of one case.
+    """Dice, 95th-percentile Hausdorff distance and size ratio of every reported class of one case.
+
+    The size ratio is the predicted over the annotated pixel (voxel) count: below 1 the class is
+    under-segmented, whatever the overlap (NaN where the annotation is empty). A model that keeps
+    the structure sizes of its training domain shows it on a domain with other sizes.
 
     Empty masks are scored by these rules:
 
@@ -56,7 +60,7 @@ def case_metrics(
             physical units (mm for NIfTI); ``None`` measures HD95 in pixels.
 
     Returns:
-        One dict per class, in the order of ``classes``: ``{"class", "dice", "hd95"}``.
+        One dict per class, in the order of ``classes``: ``{"class", "dice", "hd95", "size_ratio"}``.
 
     Raises:
         ValueError: on mismatched shapes or a spacing of the wrong length.
@@ -91,6 +95,10 @@ def case_metrics(
             pred_masks[:, both], label_masks[:, both], include_background=True, percentile=95, spacing=spacing
         )[0].double()
 
+    pred_size = pred_masks[0].flatten(1).sum(1)
+    label_size = label_masks[0].flatten(1).sum(1)
+    size_ratio = torch.where(label_any, pred_size / label_size.clamp(min=1), math.nan)
     return [
-        {"class": name, "dice": float(dice[i]), "hd95": float(hd95[i])} for i, name in enumerate(classes)
+        {"class": name, "dice": float(dice[i]), "hd95": float(hd95[i]), "size_ratio": float(size_ratio[i])}
+        for i, name in enumerate(classes)
     ]

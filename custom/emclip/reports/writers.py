@@ -32,8 +32,11 @@ ALL_DOMAINS = "all"
 PER_CASE_COLUMNS = ("domain", "case", "class", "dice", "hd95")
 SUMMARY_COLUMNS = ("domain", "class", "metric", "mean", "std", "n")
 _METRICS = ("dice", "hd95")
-# optional per-case column: the case's uncertainty score of the class (emclip.inference.uncertainty_scores)
+# optional per-case columns: predicted / annotated size (emclip.reports.metrics.case_metrics; reports
+# written before it lack it), the case's uncertainty score of the class (emclip.inference.uncertainty_scores)
+SIZE_RATIO = "size_ratio"
 UNCERTAINTY = "uncertainty"
+OPTIONAL_COLUMNS = (SIZE_RATIO, UNCERTAINTY)
 CORRELATION_COLUMNS = ("domain", "class", "spearman", "n")
 
 
@@ -67,12 +70,17 @@ def _check_rows(rows: Iterable[Mapping[str, Any]], classes: Mapping[str, Any]) -
             "dice": float(row["dice"]),
             "hd95": float(row["hd95"]),
         }
-        if UNCERTAINTY in row:
-            entry[UNCERTAINTY] = float(row[UNCERTAINTY])
+        entry.update({k: float(row[k]) for k in OPTIONAL_COLUMNS if k in row})
         checked.append(entry)
-    if any(UNCERTAINTY in r for r in checked) and not all(UNCERTAINTY in r for r in checked):
-        raise ValueError(f"some rows have an {UNCERTAINTY!r} score and others not; score every case or none")
+    for key in OPTIONAL_COLUMNS:
+        if any(key in r for r in checked) and not all(key in r for r in checked):
+            raise ValueError(f"some rows have a {key!r} value and others not; give it for every case or none")
     return checked
+
+
+def _optional(checked: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The optional columns the (checked, consistent) rows have."""
+    return tuple(k for k in OPTIONAL_COLUMNS if checked and k in checked[0])
 
 
 def summarize(rows: Iterable[Mapping[str, Any]], classes: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -89,11 +97,11 @@ def summarize(rows: Iterable[Mapping[str, Any]], classes: Mapping[str, Any]) -> 
 
     Returns:
         One ``{"domain", "class", "metric", "mean", "std", "n"}`` dict per domain x class x
-        metric (``dice``, ``hd95``, and ``uncertainty`` when the rows have it), domains in order of first appearance followed by ``"all"`` (every case).
+        metric (``dice``, ``hd95``, and ``size_ratio`` and ``uncertainty`` when the rows have them), domains in order of first appearance followed by ``"all"`` (every case).
     """
     checked = _check_rows(rows, classes)
     domains = list(dict.fromkeys(r["domain"] for r in checked)) + [ALL_DOMAINS]
-    metrics = _METRICS + ((UNCERTAINTY,) if checked and UNCERTAINTY in checked[0] else ())
+    metrics = _METRICS + _optional(checked)
     summary = []
     for domain in domains:
         in_domain = [r for r in checked if domain in (ALL_DOMAINS, r["domain"])]
@@ -132,11 +140,12 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], classes: Mapping[str,
     """
     classes = as_report_classes(classes)
     by_key = {(e["domain"], e["class"], e["metric"]): e for e in summary}
+    sized = any(e["metric"] == SIZE_RATIO for e in summary)
     lines = [
         "# Segmentation metrics" + (f": {task}" if task else ""),
         "",
-        "| Domain | Class | Dice mean ± std | HD95 mean ± std | n |",
-        "|:--|:--|--:|--:|--:|",
+        "| Domain | Class | Dice mean ± std | HD95 mean ± std |" + (" size pred/ref mean ± std |" if sized else "") + " n |",
+        "|:--|:--|--:|--:|" + ("--:|" if sized else "") + "--:|",
     ]
     for domain in dict.fromkeys(e["domain"] for e in summary):
         for name, spec in classes.items():
@@ -144,12 +153,15 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], classes: Mapping[str,
             hd95_text = _mean_std(hd95, 2)
             if hd95["n"] < dice["n"]:
                 hd95_text += f" (n={hd95['n']})"
+            size_text = f" {_mean_std(by_key[(domain, name, SIZE_RATIO)], 3)} |" if sized else ""
             lines.append(
-                f"| {domain} | {name} ({spec.long_name}) | {_mean_std(dice, 4)} | {hd95_text} | {dice['n']} |"
+                f"| {domain} | {name} ({spec.long_name}) | {_mean_std(dice, 4)} | {hd95_text} |{size_text} {dice['n']} |"
             )
     lines += [
         "",
-        "n: number of cases. std: population standard deviation (ddof=0).",
+        "n: number of cases. std: population standard deviation (ddof=0)."
+        + (" size pred/ref: predicted over annotated pixels (voxels), below 1 under-segmented; cases with an "
+           "empty annotation are left out of it." if sized else ""),
         "HD95 is in the units of the voxel spacing (mm for NIfTI volumes; pixels when no spacing is known). "
         "A case where exactly one of prediction and ground truth is empty has Dice 0 and no HD95; "
         "such cases are left out of the HD95 mean, whose own count is then shown in parentheses. "
@@ -243,7 +255,7 @@ def write_reports(
     """Write the per-case and summary metric files and a Dice bar plot per domain.
 
     Files under ``output_dir``: ``metrics_per_case.csv`` (``domain,case,class,dice,hd95``, then
-    ``uncertainty`` when the rows have it, with ``uncertainty_correlation.csv`` and a Markdown
+    ``size_ratio`` and ``uncertainty`` when the rows have them, with ``uncertainty_correlation.csv`` and a Markdown
     section of :func:`uncertainty_correlation`),
     ``metrics_summary.csv`` (``domain,class,metric,mean,std,n``, see :func:`summarize`),
     ``metrics_summary.md`` and ``plots/dice_<domain>.png`` for every domain and ``all``.
@@ -273,9 +285,9 @@ def write_reports(
         "summary_md": out / "metrics_summary.md",
         "plots": {},
     }
-    scored = bool(checked) and UNCERTAINTY in checked[0]
+    scored = UNCERTAINTY in _optional(checked)
     tables = [
-        ("per_case_csv", PER_CASE_COLUMNS + ((UNCERTAINTY,) if scored else ()), checked),
+        ("per_case_csv", PER_CASE_COLUMNS + _optional(checked), checked),
         ("summary_csv", SUMMARY_COLUMNS, summary),
     ]
     markdown = summary_markdown(summary, classes, task)
