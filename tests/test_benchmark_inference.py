@@ -76,10 +76,10 @@ def test_inference_benchmark_reports_each_step_against_plain(trained, tmp_path):
     for e in summary:
         if e["variant"] == "plain":
             assert e["diff_vs_plain"] == 0 and e["ci_low"] == e["ci_high"] == 0
-        assert e["seconds_per_case"] > 0 and e["n"] > 0
+        assert e["seconds_per_case"] > 0 and e["n"] > 0 and e["size_ratio_median"] >= 0
     rows = read_csv(tmp_path / "inference_per_case.csv")
     assert {"variant", "domain", "case", "class", "dice", "seconds", "uncertainty"} <= set(rows[0])
-    assert "vs plain (95 % CI)" in (tmp_path / "inference_summary.md").read_text()
+    assert "vs plain (95 % CI)" in (md := (tmp_path / "inference_summary.md").read_text()) and "size pred/ref (median)" in md
     chosen = yaml.safe_load((tmp_path / "chosen.yaml").read_text())
     assert {k for k in chosen if k.startswith("postprocess#")} == {
         f"postprocess#{n}#_disabled_" for n in ("largest_component", "fill_holes", "cup_in_disc")}

@@ -20,7 +20,7 @@ each factor instead (domains ``<domain>@r<factor>``: another resolution, the sam
 Writes to ``--output``: ``inference_per_case.csv`` (variant, domain, case, class, dice, hd95, size_ratio,
 seconds, uncertainty), ``inference_summary.csv`` / ``.md`` (per variant, domain and class: mean
 Dice, the paired difference to plain with its bootstrap 95 % interval, median seconds per case, the
-Spearman correlation of the uncertainty score with Dice), ``chosen.yaml`` (the chosen overlay).
+median size ratio (predicted over annotated size), the Spearman correlation of the uncertainty score with Dice), ``chosen.yaml`` (the chosen overlay).
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ def _rows(variant: str, rows: Sequence[Mapping[str, Any]], uncertainty: Mapping[
 
 def summarize_variants(rows: Sequence[Mapping[str, Any]], task: str, source_domains: Sequence[str]) -> list[dict[str, Any]]:
     """Per variant, domain and class: mean Dice, the paired difference to ``plain`` with its
-    bootstrap interval, median seconds per case and the uncertainty-Dice Spearman correlation."""
+    bootstrap interval, median seconds per case, the median size ratio (predicted over annotated
+    size) and the uncertainty-Dice Spearman correlation."""
     plain = {(r["domain"], r["case"], r["class"]): r["dice"] for r in rows if r["variant"] == PLAIN}
     summary = []
     for variant in dict.fromkeys(r["variant"] for r in rows):
@@ -147,6 +148,8 @@ def summarize_variants(rows: Sequence[Mapping[str, Any]], task: str, source_doma
                     "ci_high": diff["high"],
                     # the median: the first case of a run also pays the warm-up
                     "seconds_per_case": float(np.median([r["seconds"] for r in cell])),
+                    # predicted over annotated size: the median, robust to a few tiny annotations
+                    "size_ratio_median": float(np.nanmedian(sizes)) if (sizes := [r["size_ratio"] for r in cell if not math.isnan(r["size_ratio"])]) else math.nan,
                     "uncertainty_spearman": rho.get((domain, name), math.nan),
                 })
     return summary
@@ -165,20 +168,21 @@ def _markdown(summary: Sequence[Mapping[str, Any]], task: str, chosen: Mapping[s
         f"post-processing {[k for k, v in chosen['postprocess'].items() if v] or 'none'}."
         if chosen["source_split"] else "No source validation split: nothing was chosen, each step is only measured.",
         "",
-        "| variant | domain | split | class | n | Dice | vs plain (95 % CI) | median s / case | rho(unc., Dice) |",
-        "|:--|:--|:--|:--|--:|--:|--:|--:|--:|",
+        "| variant | domain | split | class | n | Dice | vs plain (95 % CI) | median s / case | size pred/ref (median) | rho(unc., Dice) |",
+        "|:--|:--|:--|:--|--:|--:|--:|--:|--:|--:|",
     ]
     for e in summary:
         ci = "" if math.isnan(e["ci_low"]) else f" ({e['ci_low']:+.3f}, {e['ci_high']:+.3f})"
         lines.append(
             f"| {e['variant']} | {e['domain']} | {e['split']} | {e['class']} | {e['n']} | {e['dice']:.4f} | "
-            f"{signed(e['diff_vs_plain'], 3)}{ci} | {e['seconds_per_case']:.3f} | {signed(e['uncertainty_spearman'], 2)} |"
+            f"{signed(e['diff_vs_plain'], 3)}{ci} | {e['seconds_per_case']:.3f} | "
+            f"{'n/a' if math.isnan(e['size_ratio_median']) else format(e['size_ratio_median'], '.2f')} | {signed(e['uncertainty_spearman'], 2)} |"
         )
     lines += [
         "",
         "vs plain: mean per-case paired Dice difference to plain inference with its percentile bootstrap 95 % "
         "interval (emclip.reports.paired_bootstrap). s / case: median time of inference and post-processing per "
-        "image or volume, data loading excluded. rho: Spearman correlation of the uncertainty score with Dice (negative: it flags failures).",
+        "image or volume, data loading excluded. size pred/ref: the median over the cases of the predicted over the annotated size (below 1: under-segmented). rho: Spearman correlation of the uncertainty score with Dice (negative: it flags failures).",
     ]
     return "\n".join(lines) + "\n"
 
