@@ -55,14 +55,26 @@ def test_choose_postprocessing_writes_an_overlay_from_the_source_split(trained, 
     assert domains == {"SynthA"}  # only the source validation split was used
 
 
-def test_inference_benchmark_reports_each_step_against_plain(trained, tmp_path):
+def test_inference_benchmark_reports_each_step_against_plain(trained, tmp_path, monkeypatch):
+    from emclip.benchmarks import inference
     from emclip.benchmarks.inference import main
 
+    seen = {}
+
+    def recording(task, overrides, config_dir):
+        seen[overrides["output_dir"].rsplit("/", 1)[-1]] = overrides
+        return evaluation_workflow(task, overrides, config_dir)
+
+    evaluation_workflow = inference.evaluation_workflow
+    monkeypatch.setattr(inference, "evaluation_workflow", recording)
     summary = main(["--task", "fundus", "--bundle-root", str(trained), "--dataset-dir", str(trained / "data" / "fundus"),
                     "--train-domains", "SynthA", "--output", str(tmp_path), "--steps", "tta", "refine",
                     "--scales", "0.5", "--resize", "2", "--set", *TINY])
     variants = {e["variant"] for e in summary}
     assert {"plain", "tta", "refine", "pp_largest_component", "pp_fill_holes", "pp_cup_in_disc", "chosen"} <= variants
+    # plain is one pass although fundus.yaml's defaults are the flips and the two-pass mode; a step adds only itself
+    assert {k: seen["plain"][k] for k in ("tta#flips", "refine#enabled", "tent#enabled")} == dict.fromkeys(("tta#flips", "refine#enabled", "tent#enabled"), False)
+    assert (seen["refine"]["refine#enabled"], seen["refine"]["tta#flips"]) == (True, False)
     domains = {(e["domain"], e["split"]) for e in summary}
     assert {("SynthA", "source-val"), ("SynthB", "unseen"), ("SynthB@x0.5", "unseen"), ("SynthB@r2", "unseen")} <= domains
     from PIL import Image

@@ -60,6 +60,8 @@ NETWORK_STEPS: dict[str, dict[str, Any]] = {
     "refine": {"refine#enabled": True},
 }
 PLAIN = "plain"
+# plain is one pass: every step off, whatever the task overlay's defaults (fundus has the flips and the two-pass mode)
+ONE_PASS = {key: False for step in NETWORK_STEPS.values() for key in step}
 EVAL_DATA = "$@splits['val'] + @splits['eval']"
 
 
@@ -208,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit(f"--steps: unknown {unknown}; choose from {list(NETWORK_STEPS)}")
     base = {
         "bundle_root": args.bundle_root, "dataset_dir": args.dataset_dir, "train_domains": args.train_domains,
-        "overlays_per_domain": 0, "uncertainty": True, **parse_overrides(args.set),
+        "overlays_per_domain": 0, "uncertainty": True, **ONE_PASS, **parse_overrides(args.set),
     }
     pp_steps = postprocess_steps(args.task, base, args.config_dir)
 
