@@ -271,7 +271,7 @@ def _per_case(eval_dir: Path) -> list[dict[str, str]]:
 
 
 def collect_scale(run: dict[str, Any], sweep: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of a run's scale sweep: mean Dice per split, test-time setting, zoom, domain and class
+    """Rows of a run's scale sweep: mean Dice and median size ratio per split, test-time setting, zoom, domain and class
     (zoom 1 on the unseen domains without a setting is the run's own evaluation)."""
     rows = []
     for split in sweep["splits"]:
@@ -280,11 +280,14 @@ def collect_scale(run: dict[str, Any], sweep: dict[str, Any]) -> list[dict[str, 
             folder = _run_dir(run) / "eval" / run["task"] if own else _scale_dir(run, split, zoom, test_time)
             if not (folder / "metrics_per_case.csv").is_file():
                 continue
-            summary = {(e["domain"], e["class"], e["metric"]): e for e in summarize(_per_case(folder), get_classes(run["task"]))}
-            for (domain, name, metric), entry in summary.items():
-                if domain != "all" and metric == "dice":
-                    # evaluations written before the size ratio have none
-                    size = summary.get((domain, name, SIZE_RATIO), {"mean": math.nan})["mean"]
+            cases = _per_case(folder)
+            for entry in summarize(cases, get_classes(run["task"])):
+                domain, name = entry["domain"], entry["class"]
+                if domain != "all" and entry["metric"] == "dice":
+                    # the median: a few tiny annotations make the mean of a ratio heavy-tailed;
+                    # evaluations written before the size ratio have none (NaN)
+                    sizes = [float(c[SIZE_RATIO]) for c in cases if (c["domain"], c["class"]) == (domain, name) and c.get(SIZE_RATIO)]
+                    size = float(np.nanmedian(sizes)) if sizes and not all(map(math.isnan, sizes)) else math.nan
                     rows.append({"task": run["task"], "source": run["source"], "model": run["model"], "seed": run["seed"],
                                  "test_time": test_time, "split": split, "zoom": zoom, "domain": domain,
                                  "class": name, "dice": entry["mean"], "size_ratio": size, "n": entry["n"]})
@@ -482,7 +485,7 @@ def write_outputs(
         write_csv(scale, output / "dg_scale.csv")
         sizes = scale_table(scale, SIZE_RATIO)
         sizes = "" if sizes.count("\n") <= 2 else (
-            "\n### Size ratio (predicted over annotated size; below 1: under-segmented)\n\n" + sizes)
+            "\n### Size ratio (predicted over annotated size, median over the cases; below 1: under-segmented)\n\n" + sizes)
         (output / "dg_scale.md").write_text(scale_table(scale) + sizes, encoding="utf-8")
         for task in dict.fromkeys(r["task"] for r in scale):
             _plot_scale(scale, task, output / f"dg_scale_{task}.png")
