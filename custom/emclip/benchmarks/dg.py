@@ -43,7 +43,7 @@ import yaml
 from emclip.data import build_datalist
 from emclip.benchmarks.report import write_csv
 from emclip.configs import CONFIGS, bundle_command, meta_files, task_files
-from emclip.reports import get_classes, paired_bootstrap, summarize
+from emclip.reports import get_classes, median_size_ratio, paired_bootstrap, summarize
 from emclip.reports.writers import SIZE_RATIO
 
 __all__ = [
@@ -284,10 +284,7 @@ def collect_scale(run: dict[str, Any], sweep: dict[str, Any]) -> list[dict[str, 
             for entry in summarize(cases, get_classes(run["task"])):
                 domain, name = entry["domain"], entry["class"]
                 if domain != "all" and entry["metric"] == "dice":
-                    # the median: a few tiny annotations make the mean of a ratio heavy-tailed;
-                    # evaluations written before the size ratio have none (NaN)
-                    sizes = [float(c[SIZE_RATIO]) for c in cases if (c["domain"], c["class"]) == (domain, name) and c.get(SIZE_RATIO)]
-                    size = float(np.nanmedian(sizes)) if sizes and not all(map(math.isnan, sizes)) else math.nan
+                    size = median_size_ratio(c.get(SIZE_RATIO) or "nan" for c in cases if (c["domain"], c["class"]) == (domain, name))
                     rows.append({"task": run["task"], "source": run["source"], "model": run["model"], "seed": run["seed"],
                                  "test_time": test_time, "split": split, "zoom": zoom, "domain": domain,
                                  "class": name, "dice": entry["mean"], "size_ratio": size, "n": entry["n"]})
@@ -483,9 +480,8 @@ def write_outputs(
         (output / "dg_paired.md").write_text(header + "\n\n" + paired_markdown(paired))
     if scale:
         write_csv(scale, output / "dg_scale.csv")
-        sizes = scale_table(scale, SIZE_RATIO)
-        sizes = "" if sizes.count("\n") <= 2 else (
-            "\n### Size ratio (predicted over annotated size, median over the cases; below 1: under-segmented)\n\n" + sizes)
+        sizes = ("\n### Size ratio (predicted over annotated size, median over the cases; below 1: under-segmented)\n\n"
+                 + scale_table(scale, SIZE_RATIO)) if any(not math.isnan(r.get(SIZE_RATIO, math.nan)) for r in scale) else ""
         (output / "dg_scale.md").write_text(scale_table(scale) + sizes, encoding="utf-8")
         for task in dict.fromkeys(r["task"] for r in scale):
             _plot_scale(scale, task, output / f"dg_scale_{task}.png")

@@ -49,7 +49,7 @@ from emclip.inference.choose_postprocessing import (
     refine_applies,
     score_cases,
 )
-from emclip.reports import get_classes, paired_bootstrap, uncertainty_correlation
+from emclip.reports import get_classes, median_size_ratio, paired_bootstrap, uncertainty_correlation
 
 __all__ = ["NETWORK_STEPS", "main", "scaled_copy", "summarize_variants"]
 
@@ -150,8 +150,7 @@ def summarize_variants(rows: Sequence[Mapping[str, Any]], task: str, source_doma
                     "ci_high": diff["high"],
                     # the median: the first case of a run also pays the warm-up
                     "seconds_per_case": float(np.median([r["seconds"] for r in cell])),
-                    # predicted over annotated size: the median, robust to a few tiny annotations
-                    "size_ratio_median": float(np.nanmedian(sizes)) if (sizes := [r["size_ratio"] for r in cell if not math.isnan(r["size_ratio"])]) else math.nan,
+                    "size_ratio_median": median_size_ratio(r["size_ratio"] for r in cell),
                     "uncertainty_spearman": rho.get((domain, name), math.nan),
                 })
     return summary

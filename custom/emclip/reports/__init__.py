@@ -9,6 +9,7 @@ from emclip.reports.metrics import as_label_map, case_metrics
 from emclip.reports.overlay import save_overlay
 from emclip.reports.stats import paired_bootstrap
 from emclip.reports.writers import (
+    median_size_ratio,
     safe_filename,
     summarize,
     summary_markdown,
@@ -18,6 +19,7 @@ from emclip.reports.writers import (
 )
 
 __all__ = [
+    "median_size_ratio",
     "ReportClass",
     "as_report_classes",
     "classes_from_channel_def",

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from emclip.reports.classes import as_report_classes
 
 __all__ = [
+    "median_size_ratio",
     "ALL_DOMAINS",
     "PER_CASE_COLUMNS",
     "SUMMARY_COLUMNS",
@@ -76,6 +77,14 @@ def _check_rows(rows: Iterable[Mapping[str, Any]], classes: Mapping[str, Any]) -
         if any(key in r for r in checked) and not all(key in r for r in checked):
             raise ValueError(f"some rows have a {key!r} value and others not; give it for every case or none")
     return checked
+
+
+def median_size_ratio(values: Iterable[float | str]) -> float:
+    """Median of per-case size ratios, NaN ones (empty annotations, or a report written before the
+    ratio) skipped; NaN when none is left. The median, since a few tiny annotations make the mean of
+    a ratio heavy-tailed."""
+    finite = [v for v in map(float, values) if not math.isnan(v)]
+    return float(np.median(finite)) if finite else math.nan
 
 
 def _optional(checked: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
