@@ -1,7 +1,9 @@
 """The bundle's workflows (train, resume, evaluate, infer, multi-process) on a tiny synthetic set."""
 
+import ast
 import csv
 import os
+import shlex
 import subprocess
 import sys
 
@@ -195,6 +197,44 @@ def test_inference_network_matches_training(task):
     train, infer = resolved("train"), resolved("inference")
     assert train == infer
     assert train["backbone"] == "cpu-resnet" and train["num_classes"] == (3 if task == "fundus" else 4)
+
+
+def documented_commands():
+    """The `python -m monai.bundle` lines of the README and the model card, split as a shell would."""
+    for page in (REPO / "README.md", REPO / "bundle" / "docs" / "README.md"):
+        for line in page.read_text().splitlines():
+            if line.startswith("python -m monai.bundle "):
+                yield page.name, shlex.split(line)
+
+
+def test_documented_commands_pass_their_task_metadata():
+    """Each documented command's meta_file matches its configs' classes and channels (the check its
+    workflow runs first): copied from the README, a cardiac command must not stop at meta_file."""
+    from monai.bundle import ConfigParser
+
+    from emclip.workflows import check_metadata
+
+    def files(args, flag):
+        value = args[args.index(flag) + 1]
+        names = ast.literal_eval(value) if value.startswith("[") else [value]
+        # the model card's commands run inside a packaged bundle, where configs/ is at the top
+        return [REPO / "bundle" / n if n.startswith("configs/") else REPO / n for n in names]
+
+    checked = []
+    for page, args in documented_commands():
+        if "--meta_file" not in args or "--config_file" not in args:
+            continue
+        metas, configs = files(args, "--meta_file"), files(args, "--config_file")
+        if not all(path.exists() for path in metas + configs):  # a user's own task (metadata_my_task.json)
+            continue
+        parser = ConfigParser()
+        parser.read_meta(metas)
+        parser.read_config(configs)
+        if "num_classes" not in parser:  # no task overlay: export commands of the network alone
+            continue
+        check_metadata(parser.get("_meta_"), parser["num_classes"], parser["in_channels"])
+        checked.append((page, any("cardiac.yaml" in str(path) for path in configs)))
+    assert ("README.md", True) in checked and ("README.md", False) in checked
 
 
 def test_configuration_errors_name_the_key(data, tmp_path):
