@@ -157,3 +157,24 @@ def test_expand_slices_keeps_labelled_slices_with_metadata(tmp_path: Path, caplo
     assert first.shape == (1, 48, 48) and first.untyped_storage().nbytes() == first.numel() * 4  # a compact copy
     dataset = make_slice_dataset(items, chain, progress=False)
     assert len(dataset) == 10 and dataset[0]["label"].shape == (1, 48, 48)
+
+
+def test_unlabelled_slices_train_as_background(tmp_path: Path) -> None:
+    """``labelled_only=False`` (``train_unlabelled_slices``) keeps every slice of every volume; the
+    slices beyond the annotated ones come with an all-background label, the others unchanged."""
+    from emclip.data import make_dataset
+
+    _split_out(tmp_path, {"AAA111": "A", "BBB222": "B"})
+    items = build_datalist(tmp_path, "cardiac")
+    transforms = preprocessing("cardiac", spatial_size=48)
+    labelled = make_dataset(items, transforms, cache="none", progress=False, slices=True)
+    every = make_dataset(items, transforms, cache="none", progress=False, slices=True, labelled_only=False)
+    assert len(labelled) == 10 and len(every) == 20  # 4 volumes x 5 slices
+    by_slice = {(s["subject"], s["phase"], s["slice"]): s["label"] for s in every}
+    empty = [key for key, label in by_slice.items() if not label.any()]
+    assert sorted(empty) == sorted(
+        (code, phase, k) for code in ("AAA111", "BBB222") for phase, kept in (("ED", [1, 2, 3]), ("ES", [2, 3]))
+        for k in range(5) if k not in kept
+    )
+    for s in labelled:
+        assert torch.equal(by_slice[(s["subject"], s["phase"], s["slice"])], s["label"])

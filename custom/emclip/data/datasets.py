@@ -185,6 +185,7 @@ def make_dataset(
     progress: bool = True,
     keys: Sequence[str] = ("image", "label"),
     slices: bool = False,
+    labelled_only: bool = True,
 ) -> Dataset:
     """A MONAI dataset over ``data`` that caches the deterministic leading transforms.
 
@@ -204,6 +205,8 @@ def make_dataset(
         keys: image key, then label key, for the screening of the cached items.
         slices: train on the labelled slices along the last axis (cardiac.yaml's ``train_on_slices``);
             slices are always held in memory, ``"disk"`` also keeps the volumes in ``cache_dir``.
+        labelled_only: with ``slices``, leave out the slices without foreground; ``False`` trains on
+            them as background (cardiac.yaml's ``train_unlabelled_slices``).
 
     Raises:
         DataError: listing every problem found while the cache filled (see :class:`ItemScreen`);
@@ -215,7 +218,9 @@ def make_dataset(
         raise ValueError(f"unknown cache mode {cache!r}; expected one of {CACHE_MODES}")
     if slices:
         cached, rest = _split_cached(transform)
-        return make_slice_dataset(data, cached, rest, keys, cache_dir if cache == "disk" else None, progress=progress)
+        return make_slice_dataset(
+            data, cached, rest, keys, cache_dir if cache == "disk" else None, labelled_only=labelled_only, progress=progress
+        )
     if cache == "none":
         return Dataset(list(data), transform)
     if cache == "disk" and cache_dir is None:
