@@ -105,9 +105,19 @@ def test_runs_train_evaluate_resume_and_summarize(data_root, tmp_path):
     first = paired[0]
     assert first["mean_diff"] == pytest.approx(first["model_dice"] - first["baseline_dice"])
     assert first["low"] <= first["mean_diff"] <= first["high"]
+    # a pair with a test-time setting compares both models' evaluations with it (zoom 1, unseen domains)
+    flips = dg.paired_rows(runs, [["emclip", "unet", "flips"]])
+    assert [(p["domain"], p["class"]) for p in flips] == [(p["domain"], p["class"]) for p in paired]
+    swept = {(r["model"], r["domain"], r["class"]): r["dice"] for r in scale
+             if (r["test_time"], r["zoom"], r["split"]) == ("flips", 1.0, "eval")}
+    for p in flips:
+        assert p["test_time"] == "flips" and p["model_dice"] == pytest.approx(swept["emclip", p["domain"], p["class"]])
+        assert p["baseline_dice"] == pytest.approx(swept["unet", p["domain"], p["class"]])
     out = tmp_path / "out"
-    dg.write_outputs(rows, ["emclip", "unet"], out, "header line", paired, scale)
-    assert "| fundus | SynthA -> SynthB | OD | emclip - unet | 1 | 3 |" in (out / "dg_paired.md").read_text()
+    dg.write_outputs(rows, ["emclip", "unet"], out, "header line", paired + flips, scale)
+    table = (out / "dg_paired.md").read_text()
+    assert "| fundus | SynthA -> SynthB | OD | emclip - unet | 1 | 3 |" in table
+    assert "| fundus | SynthA -> SynthB | OD | emclip - unet (both + flips) | 1 | 3 |" in table
     for name in ("dg_runs.csv", "dg_summary.csv", "dg_summary.md", "dg_dice_fundus.png", "dg_scale.csv", "dg_scale.md", "dg_scale_fundus.png"):
         assert (out / name).stat().st_size > 0
     with open(out / "dg_runs.csv", newline="") as f:

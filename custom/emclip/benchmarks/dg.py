@@ -15,7 +15,8 @@ Writes to ``--output``: ``dg_runs.csv`` (one row per task, source, model, seed, 
 mean Dice and HD95 over the cases), ``dg_summary.csv`` / ``dg_summary.md`` (mean and sample
 standard deviation over the seeds, and mean training time), ``dg_dice_<task>.png``; with the
 settings' ``compare`` pairs, ``dg_paired.csv`` / ``dg_paired.md`` (per-case Dice differences,
-averaged over seeds, with a bootstrap 95% interval); with ``scale_sweep``, every finished run is
+averaged over seeds, with a bootstrap 95% interval; a pair's optional third entry names a test-time
+setting both are compared with); with ``scale_sweep``, every finished run is
 also evaluated with its input zoomed (evaluate.yaml's ``input_zoom``) on the unseen domains and on
 the source validation split, plainly and with each named test-time setting of ``scale_sweep``'s
 ``test_time`` for the run's task (evaluation overrides, e.g. fundus's two-pass refinement): ``dg_scale.csv``, ``dg_scale.md`` (per zoom, mean over the seeds) and ``dg_scale_<task>.png``.
@@ -160,6 +161,10 @@ def run_one(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def _scale_dir(run: dict[str, Any], split: str, zoom: float, test_time: str = NO_TEST_TIME) -> Path:
+    """Where an evaluation of the run is written; the unseen domains at zoom 1 without a test-time
+    setting are the run's own evaluation."""
+    if (split, zoom, test_time) == ("eval", 1.0, NO_TEST_TIME):
+        return _run_dir(run) / "eval" / run["task"]
     folder = _run_dir(run) / "eval_scale"
     return (folder if test_time == NO_TEST_TIME else folder / test_time) / f"{split}_zoom{zoom:g}"
 
@@ -194,7 +199,7 @@ def sweep_one(run: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
             continue
         for test_time, zoom in _sweep_points(sweep, run):
             folder = _scale_dir(run, split, zoom, test_time)
-            if (split, zoom, test_time) == ("eval", 1.0, NO_TEST_TIME) or (folder / "metrics_per_case.csv").is_file():
+            if (folder / "metrics_per_case.csv").is_file():  # the run's own evaluation, or one written before
                 continue
             overrides = {"input_zoom": float(zoom), "output_dir": str(folder), "overlays_per_domain": 0,
                          **_test_time(sweep, run).get(test_time, {})}
@@ -276,8 +281,7 @@ def collect_scale(run: dict[str, Any], sweep: dict[str, Any]) -> list[dict[str, 
     rows = []
     for split in sweep["splits"]:
         for test_time, zoom in _sweep_points(sweep, run):
-            own = (split, zoom, test_time) == ("eval", 1.0, NO_TEST_TIME)
-            folder = _run_dir(run) / "eval" / run["task"] if own else _scale_dir(run, split, zoom, test_time)
+            folder = _scale_dir(run, split, zoom, test_time)
             if not (folder / "metrics_per_case.csv").is_file():
                 continue
             cases = _per_case(folder)
@@ -293,20 +297,30 @@ def collect_scale(run: dict[str, Any], sweep: dict[str, Any]) -> list[dict[str, 
 
 def paired_rows(runs: list[dict[str, Any]], pairs: list[list[str]]) -> list[dict[str, Any]]:
     """For each ``[model, baseline]`` pair, task, source, domain and class: per-case Dice averaged
-    over the seeds both models finished, then the paired bootstrap of ``model - baseline``."""
+    over the seeds both models finished, then the paired bootstrap of ``model - baseline``.
+
+    A third entry, ``[model, baseline, test_time]``, compares both models evaluated with that named
+    setting of ``scale_sweep: test_time`` (at zoom 1 on the unseen domains) instead of their own
+    evaluation, e.g. with a post-processing default chosen after they were trained."""
     cases: dict[tuple, dict[str, list[float]]] = {}
+    test_times = {pair[2] if len(pair) > 2 else NO_TEST_TIME for pair in pairs}
     for run in runs:
         if not (_run_dir(run) / RUN_FILE).is_file():
             continue
-        for row in _per_case(_run_dir(run) / "eval" / run["task"]):
-            key = (run["task"], run["source"], run["model"], row["domain"], row["class"], row["case"])
-            cases.setdefault(key, {})[run["seed"]] = float(row["dice"])
+        for test_time in test_times:
+            folder = _scale_dir(run, "eval", 1.0, test_time)
+            if not (folder / "metrics_per_case.csv").is_file():
+                continue
+            for row in _per_case(folder):
+                key = (test_time, run["task"], run["source"], run["model"], row["domain"], row["class"], row["case"])
+                cases.setdefault(key, {})[run["seed"]] = float(row["dice"])
     out = []
-    for model, baseline in pairs:
+    for model, baseline, *setting in pairs:
+        test_time = setting[0] if setting else NO_TEST_TIME
         groups: dict[tuple, tuple[list[float], list[float], set]] = {}
-        for (task, source, m, domain, name, case), by_seed in cases.items():
-            other = cases.get((task, source, baseline, domain, name, case))
-            if m != model or other is None:
+        for (t, task, source, m, domain, name, case), by_seed in cases.items():
+            other = cases.get((t, task, source, baseline, domain, name, case))
+            if t != test_time or m != model or other is None:
                 continue
             seeds = sorted(set(by_seed) & set(other))
             if not seeds:
@@ -318,7 +332,7 @@ def paired_rows(runs: list[dict[str, Any]], pairs: list[list[str]]) -> list[dict
         for (task, source, domain, name), (a, b, used) in groups.items():
             stats = paired_bootstrap(a, b)
             out.append({"task": task, "source": source, "domain": domain, "class": name, "model": model,
-                        "baseline": baseline, "seeds": len(used), "model_dice": float(np.nanmean(a)),
+                        "baseline": baseline, "test_time": test_time, "seeds": len(used), "model_dice": float(np.nanmean(a)),
                         "baseline_dice": float(np.nanmean(b)), **stats})
     return out
 
@@ -328,7 +342,8 @@ def paired_markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| task | source -> domain | class | model - baseline | seeds | cases | model | baseline | difference [95% CI] |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['source']} -> {r['domain']} | {r['class']} | {r['model']} - {r['baseline']} | "
+        both = "" if r.get("test_time", NO_TEST_TIME) == NO_TEST_TIME else f" (both + {r['test_time']})"
+        lines.append(f"| {r['task']} | {r['source']} -> {r['domain']} | {r['class']} | {r['model']} - {r['baseline']}{both} | "
                      f"{r['seeds']} | {r['n']} | {r['model_dice']:.3f} | {r['baseline_dice']:.3f} | "
                      f"{r['mean_diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] |")
     return "\n".join(lines) + "\n"
