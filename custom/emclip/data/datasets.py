@@ -189,7 +189,7 @@ def make_dataset(
 ) -> Dataset:
     """A MONAI dataset over ``data`` that caches the deterministic leading transforms.
 
-    With ``slices``, the items are volumes and the dataset holds their labelled 2D slices instead
+    With ``slices``, the items are volumes and the dataset holds their 2D slices instead
     (:func:`make_slice_dataset`: the deterministic transforms run per volume, the random ones per
     slice), so that a 2D network trains on 3D data with the same config item.
 
@@ -203,7 +203,7 @@ def make_dataset(
         progress: fill the cache now with a progress bar; without it the disk cache fills lazily
             on first access (the memory cache always fills now).
         keys: image key, then label key, for the screening of the cached items.
-        slices: train on the labelled slices along the last axis (cardiac.yaml's ``train_on_slices``);
+        slices: train on the 2D slices along the last axis (cardiac.yaml's ``train_on_slices``);
             slices are always held in memory, ``"disk"`` also keeps the volumes in ``cache_dir``.
         labelled_only: with ``slices``, leave out the slices without foreground; ``False`` trains on
             them as background (cardiac.yaml's ``train_unlabelled_slices``).
