@@ -164,3 +164,17 @@ def test_scale_table_means_over_seeds_and_the_largest_distance_from_zoom_1():
     table = dg.scale_table(sizes, "size_ratio").splitlines()
     assert table[0].endswith("| x0.7 | x1 | max abs diff to x1 |")
     assert table[2] == "| fundus | REFUGE -> DrishtiGS | emclip | none | eval | OC | 2 | 0.700 | 1.000 | 0.300 |"
+
+
+def test_validation_table_is_the_source_split_mean_over_classes_and_seeds():
+    row = {"task": "cardiac", "source": "A", "domain": "A", "test_time": "none", "split": "val", "zoom": 1.0}
+    rows = [{**row, "model": "emclip", "seed": 0, "class": "LV", "dice": 0.8},
+            {**row, "model": "emclip", "seed": 0, "class": "MYO", "dice": 0.4},   # seed 0: 0.6
+            {**row, "model": "emclip", "seed": 1, "class": "LV", "dice": 0.5},
+            {**row, "model": "emclip", "seed": 1, "class": "MYO", "dice": 0.3},   # seed 1: 0.4
+            {**row, "model": "unet", "seed": 0, "class": "LV", "dice": 0.9, "zoom": 0.7},  # not at zoom 1
+            {**row, "model": "unet", "seed": 0, "class": "LV", "dice": 0.1, "split": "eval", "domain": "B"}]
+    table = dg.validation_table(rows, ["emclip", "unet"]).splitlines()
+    assert table[0] == "| task | source | test time | emclip | unet |"
+    assert table[2:] == ["| cardiac | A | none | 0.500 | n/a |"]
+    assert dg.validation_table([r for r in rows if r["split"] == "eval"], ["unet"]) == ""

@@ -19,7 +19,9 @@ averaged over seeds, with a bootstrap 95% interval; a pair's optional third entr
 setting both are compared with); with ``scale_sweep``, every finished run is
 also evaluated with its input zoomed (evaluate.yaml's ``input_zoom``) on the unseen domains and on
 the source validation split, plainly and with each named test-time setting of ``scale_sweep``'s
-``test_time`` for the run's task (evaluation overrides, e.g. fundus's two-pass refinement): ``dg_scale.csv``, ``dg_scale.md`` (per zoom, mean over the seeds) and ``dg_scale_<task>.png``.
+``test_time`` for the run's task (evaluation overrides, e.g. fundus's two-pass refinement): ``dg_scale.csv``, ``dg_scale.md`` (per zoom, mean over the seeds), ``dg_scale_<task>.png`` and, with the ``val``
+split, ``dg_val.md`` (per model, the mean Dice over the classes on the source validation split at
+zoom 1: what a default is chosen on).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from emclip.reports.writers import SIZE_RATIO
 
 __all__ = [
     "load_settings", "plan_runs", "run_one", "sweep_one", "collect", "collect_scale", "paired_rows",
-    "summarize_seeds", "write_outputs",
+    "summarize_seeds", "validation_table", "write_outputs",
 ]
 
 SETTINGS = CONFIGS / "benchmark.yaml"
@@ -372,6 +374,25 @@ def scale_table(rows: list[dict[str, Any]], metric: str = "dice") -> str:
     return "\n".join(lines) + "\n"
 
 
+def validation_table(rows: list[dict[str, Any]], models: list[str]) -> str:
+    """Markdown: the number a default is chosen on. Per task, source and test-time setting, the mean
+    Dice over the classes on the source validation split at zoom 1 (each seed's mean over the
+    classes, then the mean over the seeds), a column per model; empty without such rows."""
+    means: dict[tuple, dict[str, dict[int, list[float]]]] = {}
+    for r in rows:
+        if r["split"] == "val" and r["zoom"] == 1.0 and not math.isnan(r["dice"]):
+            key = (r["task"], r["source"], r["test_time"])
+            means.setdefault(key, {}).setdefault(r["model"], {}).setdefault(r["seed"], []).append(r["dice"])
+    if not means:
+        return ""
+    head = ["task", "source", "test time", *models]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (task, source, test_time), by_model in means.items():
+        cells = [f"{np.mean([np.mean(v) for v in by_model[m].values()]):.3f}" if m in by_model else "n/a" for m in models]
+        lines.append("| " + " | ".join([task, source, test_time, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _plot_scale(rows: list[dict[str, Any]], task: str, path: Path) -> None:
     import matplotlib
 
@@ -498,6 +519,9 @@ def write_outputs(
         sizes = ("\n### Size ratio (predicted over annotated size, median over the cases; below 1: under-segmented)\n\n"
                  + scale_table(scale, SIZE_RATIO)) if any(not math.isnan(r.get(SIZE_RATIO, math.nan)) for r in scale) else ""
         (output / "dg_scale.md").write_text(scale_table(scale) + sizes, encoding="utf-8")
+        chosen_on = validation_table(scale, models)
+        if chosen_on:
+            (output / "dg_val.md").write_text(chosen_on, encoding="utf-8")
         for task in dict.fromkeys(r["task"] for r in scale):
             _plot_scale(scale, task, output / f"dg_scale_{task}.png")
     summary = summarize_seeds(rows)
