@@ -34,27 +34,39 @@ def test_vit_pyramid_widths():
         tiny_net(3, "cpu-vit", vit_pyramid_widths=(0.5, 1.0))
 
 
-def test_instance_norm_image_tower_keeps_the_affine_weights():
+@pytest.mark.parametrize("kind, norm", [("instance", torch.nn.InstanceNorm2d), ("group", torch.nn.GroupNorm)])
+def test_per_image_norm_image_tower_keeps_the_affine_weights(kind, norm):
     torch.manual_seed(0)
     batch = tiny_net(3)
     torch.manual_seed(0)
-    instance = tiny_net(3, image_norm="instance")
-    visual = instance.backbone.visual
+    swapped = tiny_net(3, image_norm=kind)
+    visual = swapped.backbone.visual
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in visual.modules())
-    assert sum(isinstance(m, torch.nn.InstanceNorm2d) for m in visual.modules()) == sum(
+    assert sum(isinstance(m, norm) for m in visual.modules()) == sum(
         isinstance(m, torch.nn.BatchNorm2d) for m in batch.backbone.visual.modules())
     torch.testing.assert_close(visual.bn1.weight, batch.backbone.visual.bn1.weight)
+    torch.testing.assert_close(visual.layer4[0].bn3.bias, batch.backbone.visual.layer4[0].bn3.bias)
     # per-image statistics: in training too, an image's features do not depend on the rest of the batch
     x = torch.randn(2, 3, 64, 64)
-    for net, independent in ((instance, True), (batch, False)):
+    for net, independent in ((swapped, True), (batch, False)):
         net.train()
         with torch.no_grad():
             together, alone = net.backbone(x)[1], net.backbone(x[:1])[1]
         assert torch.allclose(together[:1], alone, atol=1e-5) == independent
-    frozen = tiny_net(3, image_norm="instance", freeze_image=True).backbone.visual
+    frozen = tiny_net(3, image_norm=kind, freeze_image=True).backbone.visual
     assert not any(p.requires_grad for p in frozen.parameters())  # freezing reaches the new norms
     with pytest.raises(ValueError, match="needs a ModifiedResNet"):
-        tiny_net(3, "cpu-vit", image_norm="instance")
+        tiny_net(3, "cpu-vit", image_norm=kind)
+
+
+def test_stem_image_norm_swaps_the_stem_only():
+    visual = tiny_net(3, image_norm="stem").backbone.visual
+    assert all(isinstance(getattr(visual, f"bn{i}"), torch.nn.InstanceNorm2d) for i in (1, 2, 3))
+    later = [m for name, m in visual.named_modules() if name.startswith("layer")]
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in later)
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in later)
+    with pytest.raises(ValueError, match="image_norm must be one of batch, instance, group, stem"):
+        tiny_net(3, image_norm="layer")
 
 
 def test_grayscale_input_and_training_outputs():

@@ -96,18 +96,30 @@ def _intermediates_without_fastpath(vit: VisionTransformer, tokens: torch.Tensor
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
-def _instance_norms(module: nn.Module) -> None:
-    """Replace every ``BatchNorm2d`` below ``module`` by an affine ``InstanceNorm2d`` with its
-    (possibly pretrained) scale and shift: each image is then normalised by its own statistics."""
+IMAGE_NORMS = ("batch", "instance", "group", "stem")
+
+
+def _per_image_norm(bn: nn.BatchNorm2d, kind: str) -> nn.Module:
+    """An affine per-image norm carrying ``bn``'s (possibly pretrained) scale and shift."""
+    c = bn.num_features
+    if kind == "group":  # the decoder's grouping: statistics stay stable on 8x8 maps
+        norm: nn.Module = nn.GroupNorm(min(32, c // 4) or 1, c, eps=bn.eps)
+    else:
+        norm = nn.InstanceNorm2d(c, eps=bn.eps, affine=True)
+    with torch.no_grad():  # before any freezing: freeze=True reaches the new norms too
+        norm.weight.copy_(bn.weight)
+        norm.bias.copy_(bn.bias)
+    return norm
+
+
+def _swap_batch_norms(module: nn.Module, kind: str) -> None:
+    """Replace every ``BatchNorm2d`` below ``module`` by a per-image norm of ``kind``: each image
+    is then normalised by its own statistics, not by the training set's running ones."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            norm = nn.InstanceNorm2d(child.num_features, eps=child.eps, affine=True)
-            with torch.no_grad():  # before any freezing: freeze=True reaches the new norms too
-                norm.weight.copy_(child.weight)
-                norm.bias.copy_(child.bias)
-            setattr(module, name, norm)
+            setattr(module, name, _per_image_norm(child, kind))
         else:
-            _instance_norms(child)
+            _swap_batch_norms(child, kind)
 
 
 def _project(in_channels: int, out_channels: int) -> nn.Module:
@@ -134,10 +146,13 @@ class CLIPBackbone(nn.Module):
             fractions of the transformer width. The default narrows the upsampled levels as
             ViTDet's simple pyramid does: at full width (``(1, 1, 1, 1)``) their transposed
             convolutions cost a quarter of the FLOPs of a ViT-B/16's transformer, narrowed 6%.
-        image_norm: ModifiedResNet only: ``batch`` keeps its batch norms; ``instance`` swaps them
-            for instance norms with the same affine weights, so every feature map is normalised
-            by the image's own statistics instead of the training set's running ones (what
-            MONAI's U-Net does; a ViT's layer norms already work per token).
+        image_norm: ModifiedResNet only: ``batch`` keeps its batch norms; the others swap them
+            for per-image norms with the same affine weights, so a feature map is normalised by
+            the image's own statistics instead of the training set's running ones (what MONAI's
+            U-Net does; a ViT's layer norms already work per token): ``instance`` everywhere,
+            ``group`` group norms everywhere (per image, but pooled over channel groups, so the
+            stride-32 maps keep enough samples), ``stem`` instance norms in the three stem
+            convolutions only, where the scanner's contrast enters, batch norms after.
     """
 
     # constants, so that TorchScript compiles only the branch of this tower
@@ -153,8 +168,8 @@ class CLIPBackbone(nn.Module):
         image_norm: str = "batch",
     ):
         super().__init__()
-        if image_norm not in ("batch", "instance"):
-            raise ValueError(f"image_norm must be 'batch' or 'instance', got {image_norm!r}")
+        if image_norm not in IMAGE_NORMS:
+            raise ValueError(f"image_norm must be one of {', '.join(IMAGE_NORMS)}; got {image_norm!r}")
         self.visual = visual
         self.half_resolution = half_resolution
         self.half_channels: list[int] = []
@@ -199,8 +214,11 @@ class CLIPBackbone(nn.Module):
             # projections would get no gradient, which DDP reports as unused parameters.
             for proj in (visual.attnpool.q_proj, visual.attnpool.k_proj):
                 proj.requires_grad_(False)
-            if image_norm == "instance":
-                _instance_norms(visual)
+            if image_norm == "stem":
+                for name in ("bn1", "bn2", "bn3"):
+                    setattr(visual, name, _per_image_norm(getattr(visual, name), "instance"))
+            elif image_norm != "batch":
+                _swap_batch_norms(visual, image_norm)
         else:
             raise TypeError(f"unsupported image tower {type(visual).__name__}: use a ViT or ModifiedResNet CLIP")
         if len(self.indices) != 4:
