@@ -105,7 +105,7 @@ def test_evaluate_writes_reports_per_case_and_domain(fundus_run, data):
     assert {r["domain"] for r in rows} == {"SynthB", "SynthC"}
     assert len(rows) == 2 * 4 * 2  # two unseen domains x four images x (OD, OC)
     summary = read_csv(out / "metrics_summary.csv")
-    assert list(summary[0]) == ["domain", "class", "metric", "mean", "std", "n"]
+    assert list(summary[0]) == ["domain", "class", "metric", "mean", "std", "median", "n"]
     assert (out / "metrics_summary.md").is_file()
     assert (out / "plots" / "dice_SynthB.png").is_file()
     assert len(list((out / "overlays" / "SynthC").glob("*.png"))) == 3

@@ -234,6 +234,7 @@ def test_summary_matches_numpy_and_skips_nan():
         assert entry["n"] == values.size
         assert entry["mean"] == pytest.approx(np.mean(values))
         assert entry["std"] == pytest.approx(np.std(values))
+        assert entry["median"] == pytest.approx(np.median(values))
     by_key = {(e["domain"], e["class"], e["metric"]): e for e in summary}
     assert by_key[("siteA", "OC", "hd95")]["n"] == 3
     assert by_key[("siteA", "OC", "dice")]["n"] == 4
@@ -243,7 +244,7 @@ def test_summary_matches_numpy_and_skips_nan():
 def test_summary_of_all_nan_values_and_bad_rows():
     rows = [{"domain": "d", "case": "c", "class": "OC", "dice": 0.0, "hd95": math.nan}]
     entry = {(e["class"], e["metric"]): e for e in summarize(rows, FUNDUS)}[("OC", "hd95")]
-    assert entry["n"] == 0 and math.isnan(entry["mean"]) and math.isnan(entry["std"])
+    assert entry["n"] == 0 and all(math.isnan(entry[k]) for k in ("mean", "std", "median"))
     with pytest.raises(ValueError, match="not a reported class"):
         summarize([{**rows[0], "class": "LV"}], FUNDUS)
     with pytest.raises(ValueError, match="reserved"):
@@ -256,8 +257,9 @@ def test_size_ratio_column_is_summarised_when_every_row_has_it(tmp_path):
     columns, _ = _read_csv(paths["per_case_csv"])
     assert columns == ["domain", "case", "class", "dice", "hd95", "size_ratio"]
     entry = next(e for e in summarize(rows, FUNDUS) if (e["domain"], e["class"], e["metric"]) == ("siteB", "OC", "size_ratio"))
-    assert entry["mean"] == pytest.approx(np.mean([r["size_ratio"] for r in rows if (r["domain"], r["class"]) == ("siteB", "OC")]))
-    assert "size pred/ref mean ± std" in paths["summary_md"].read_text()
+    ratios = [r["size_ratio"] for r in rows if (r["domain"], r["class"]) == ("siteB", "OC")]
+    assert entry["mean"] == pytest.approx(np.mean(ratios)) and entry["median"] == pytest.approx(np.median(ratios))
+    assert f"| {np.median(ratios):.3f} |" in (md := paths["summary_md"].read_text()) and "size pred/ref median" in md
     assert "size pred/ref" not in write_reports(_synthetic_rows(), tmp_path / "old", FUNDUS)["summary_md"].read_text()
     with pytest.raises(ValueError, match="'size_ratio' value and others not"):
         summarize(rows[:2] + _synthetic_rows()[2:], FUNDUS)
@@ -274,7 +276,7 @@ def test_write_reports_files(tmp_path):
     assert sum(r["hd95"] == "nan" for r in per_case) == 1
 
     columns, summary = _read_csv(paths["summary_csv"])
-    assert columns == ["domain", "class", "metric", "mean", "std", "n"]
+    assert columns == ["domain", "class", "metric", "mean", "std", "median", "n"]
     assert len(summary) == 3 * 2 * 2
     od_all = next(r for r in summary if (r["domain"], r["class"], r["metric"]) == ("all", "OD", "dice"))
     od_dice = [r["dice"] for r in rows if r["class"] == "OD"]

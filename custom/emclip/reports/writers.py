@@ -31,7 +31,7 @@ __all__ = [
 
 ALL_DOMAINS = "all"
 PER_CASE_COLUMNS = ("domain", "case", "class", "dice", "hd95")
-SUMMARY_COLUMNS = ("domain", "class", "metric", "mean", "std", "n")
+SUMMARY_COLUMNS = ("domain", "class", "metric", "mean", "std", "median", "n")
 _METRICS = ("dice", "hd95")
 # optional per-case columns: predicted / annotated size (emclip.reports.metrics.case_metrics; reports
 # written before it lack it), the case's uncertainty score of the class (emclip.inference.uncertainty_scores)
@@ -93,7 +93,7 @@ def _optional(checked: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
 
 
 def summarize(rows: Iterable[Mapping[str, Any]], classes: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Mean, standard deviation and count of each metric per domain and class.
+    """Mean, standard deviation, median and count of each metric per domain and class.
 
     NaN values (HD95 when exactly one of prediction and ground truth is empty) are skipped: ``n``
     counts the non-NaN values, and mean/std are NaN when ``n == 0``. ``std`` is the population
@@ -105,7 +105,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], classes: Mapping[str, Any]) -> 
             fix the class order, and a row of another class is rejected.
 
     Returns:
-        One ``{"domain", "class", "metric", "mean", "std", "n"}`` dict per domain x class x
+        One ``{"domain", "class", "metric", "mean", "std", "median", "n"}`` dict per domain x class x
         metric (``dice``, ``hd95``, and ``size_ratio`` and ``uncertainty`` when the rows have them), domains in order of first appearance followed by ``"all"`` (every case).
     """
     checked = _check_rows(rows, classes)
@@ -126,6 +126,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], classes: Mapping[str, Any]) -> 
                         "metric": metric,
                         "mean": float(values.mean()) if n else math.nan,
                         "std": float(values.std()) if n else math.nan,
+                        "median": float(np.median(values)) if n else math.nan,
                         "n": n,
                     }
                 )
@@ -153,7 +154,7 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], classes: Mapping[str,
     lines = [
         "# Segmentation metrics" + (f": {task}" if task else ""),
         "",
-        "| Domain | Class | Dice mean ± std | HD95 mean ± std |" + (" size pred/ref mean ± std |" if sized else "") + " n |",
+        "| Domain | Class | Dice mean ± std | HD95 mean ± std |" + (" size pred/ref median |" if sized else "") + " n |",
         "|:--|:--|--:|--:|" + ("--:|" if sized else "") + "--:|",
     ]
     for domain in dict.fromkeys(e["domain"] for e in summary):
@@ -162,15 +163,17 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], classes: Mapping[str,
             hd95_text = _mean_std(hd95, 2)
             if hd95["n"] < dice["n"]:
                 hd95_text += f" (n={hd95['n']})"
-            size_text = f" {_mean_std(by_key[(domain, name, SIZE_RATIO)], 3)} |" if sized else ""
+            size = by_key[(domain, name, SIZE_RATIO)] if sized else None
+            size_text = (f" {size['median']:.3f} |" if size["n"] else " n/a |") if size else ""
             lines.append(
                 f"| {domain} | {name} ({spec.long_name}) | {_mean_std(dice, 4)} | {hd95_text} |{size_text} {dice['n']} |"
             )
     lines += [
         "",
         "n: number of cases. std: population standard deviation (ddof=0)."
-        + (" size pred/ref: predicted over annotated pixels (voxels), below 1 under-segmented; cases with an "
-           "empty annotation are left out of it." if sized else ""),
+        + (" size pred/ref: the median over the cases of the predicted over the annotated pixels (voxels), below 1 "
+           "under-segmented (the median, as in the benchmarks: a few tiny annotations make the mean of a ratio "
+           "heavy-tailed); cases with an empty annotation are left out of it." if sized else ""),
         "HD95 is in the units of the voxel spacing (mm for NIfTI volumes; pixels when no spacing is known). "
         "A case where exactly one of prediction and ground truth is empty has Dice 0 and no HD95; "
         "such cases are left out of the HD95 mean, whose own count is then shown in parentheses. "
@@ -266,7 +269,7 @@ def write_reports(
     Files under ``output_dir``: ``metrics_per_case.csv`` (``domain,case,class,dice,hd95``, then
     ``size_ratio`` and ``uncertainty`` when the rows have them, with ``uncertainty_correlation.csv`` and a Markdown
     section of :func:`uncertainty_correlation`),
-    ``metrics_summary.csv`` (``domain,class,metric,mean,std,n``, see :func:`summarize`),
+    ``metrics_summary.csv`` (``domain,class,metric,mean,std,median,n``, see :func:`summarize`),
     ``metrics_summary.md`` and ``plots/dice_<domain>.png`` for every domain and ``all``.
     NaN is written as ``nan``.
 
