@@ -22,6 +22,7 @@ def main(data: Path, folders: list[Path]) -> None:
             case = pred_file.name[: -len("_seg.nii.gz")]
             label_file = data / f"{case}_gt.nii.gz"
             if not label_file.is_file():
+                print(f"{case}: no {label_file.name} under {data}, not counted")
                 continue
             gt = np.asarray(nib.load(label_file).dataobj).astype(int)
             pred = np.asarray(nib.load(pred_file).dataobj).astype(int)
