@@ -199,6 +199,21 @@ def test_inference_network_matches_training(task):
     assert train["backbone"] == "cpu-resnet" and train["num_classes"] == (3 if task == "fundus" else 4)
 
 
+
+@pytest.mark.parametrize("task", ["fundus", "cardiac", "task_2d"])
+def test_evaluation_runs_the_test_time_steps_inference_runs(task):
+    """evaluate.yaml and inference.yaml each define the test-time steps (MONAI reads a bundle's
+    config files only as the command lists them): they must stay the same, or an evaluation would
+    score another inference than the one users get."""
+    from monai.bundle import ConfigParser
+
+    def raw(*names):
+        parser = ConfigParser()
+        parser.read_config(cfg(*names, task))
+        return {key: parser[key] for key in ("tta", "tent", "refine", "postprocess", "uncertainty", "inferer", "full_size_input")}
+
+    assert raw("train", "evaluate") == raw("inference")
+
 def documented_commands():
     """The `python -m monai.bundle` lines of the README and the model card, split as a shell would."""
     for page in (REPO / "README.md", REPO / "bundle" / "docs" / "README.md"):
