@@ -199,7 +199,6 @@ def test_inference_network_matches_training(task):
     assert train["backbone"] == "cpu-resnet" and train["num_classes"] == (3 if task == "fundus" else 4)
 
 
-
 @pytest.mark.parametrize("task", ["fundus", "cardiac", "task_2d"])
 def test_evaluation_runs_the_test_time_steps_inference_runs(task):
     """evaluate.yaml and inference.yaml each define the test-time steps (MONAI reads a bundle's
@@ -213,6 +212,7 @@ def test_evaluation_runs_the_test_time_steps_inference_runs(task):
         return {key: parser[key] for key in ("tta", "tent", "refine", "postprocess", "uncertainty", "inferer", "full_size_input")}
 
     assert raw("train", "evaluate") == raw("inference")
+
 
 def documented_commands():
     """The `python -m monai.bundle` lines of the README and the model card, split as a shell would."""

@@ -163,8 +163,10 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], classes: Mapping[str,
             hd95_text = _mean_std(hd95, 2)
             if hd95["n"] < dice["n"]:
                 hd95_text += f" (n={hd95['n']})"
-            size = by_key[(domain, name, SIZE_RATIO)] if sized else None
-            size_text = (f" {size['median']:.3f} |" if size["n"] else " n/a |") if size else ""
+            size_text = ""
+            if sized:
+                size = by_key[(domain, name, SIZE_RATIO)]
+                size_text = f" {size['median']:.3f} |" if size["n"] else " n/a |"
             lines.append(
                 f"| {domain} | {name} ({spec.long_name}) | {_mean_std(dice, 4)} | {hd95_text} |{size_text} {dice['n']} |"
             )
