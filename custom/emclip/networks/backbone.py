@@ -15,7 +15,7 @@ from open_clip.transformer import VisionTransformer
 
 from emclip.networks.presets import get_preset
 
-__all__ = ["build_clip", "CLIPBackbone"]
+__all__ = ["IMAGE_NORMS", "build_clip", "CLIPBackbone"]
 
 logger = logging.getLogger("emclip.networks")
 
