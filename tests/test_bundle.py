@@ -86,6 +86,24 @@ def test_train_writes_checkpoints_and_resume_continues(fundus_run, data):
     assert [p.name for p in models.glob("checkpoint_*.pt")] == ["checkpoint_checkpoint_epoch=2.pt"]
 
 
+def test_weight_average_is_what_validation_saves_and_resume_keeps(data, tmp_path):
+    args = dict(bundle_root=str(tmp_path), dataset_dir=str(data / "fundus"), train_domains=["SynthA"], val_fraction=0.0,
+                weight_average_decay=0.9, **TINY)
+    average = run(cfg("train", "fundus"), keep="weight_average", **args)
+    models = tmp_path / "models" / "fundus"
+    saved = torch.load(models / "model.pt", weights_only=True)
+    averaged = average.network.state_dict()
+    assert saved.keys() == averaged.keys()
+    assert all(torch.equal(saved[k], averaged[k].cpu()) for k in saved)
+    trained = average.trained.state_dict()
+    assert not all(torch.equal(saved[k], trained[k].cpu()) for k in saved)  # the average, not the last step
+    checkpoint = torch.load(next(models.glob("checkpoint_*.pt")), weights_only=True)
+    assert all(torch.equal(checkpoint["weight_average"][k], saved[k]) for k in saved)
+    # resuming the finished run restores the average itself, not a fresh copy of the trained weights
+    resumed = run(cfg("train", "fundus"), keep="weight_average", **args).network.state_dict()
+    assert all(torch.equal(resumed[k].cpu(), saved[k]) for k in saved)
+
+
 def test_mlflow_tracking(data, tmp_path):
     pytest.importorskip("mlflow")
     run(cfg("train", "fundus"), tracking="mlflow", bundle_root=str(tmp_path), dataset_dir=str(data / "fundus"),

@@ -1,6 +1,7 @@
-"""Glue for the MONAI bundle configs: configuration checks, checkpoints and resume, optimiser
+"""Glue for the MONAI bundle configs: configuration checks, checkpoints and resume, weight averaging, optimiser
 parameter groups and LR schedule, progress logging (on rank 0 of a distributed run) and inference input/output."""
 
+from emclip.workflows.averaging import WeightAverage
 from emclip.workflows.checks import check_checkpoint, check_command_line, check_dataset_dir, check_metadata, check_task, select_splits
 from emclip.workflows.checkpoints import AtomicCheckpointSaver, EpochCheckpoints, SourceValidation, last_checkpoint, save_atomic
 from emclip.workflows.errors import bundle_message, install_excepthook
@@ -36,4 +37,5 @@ __all__ = [
     "no_weight_decay",
     "param_groups",
     "warmup_cosine",
+    "WeightAverage",
 ]
