@@ -102,6 +102,10 @@ def test_weight_average_is_what_validation_saves_and_resume_keeps(data, tmp_path
     # resuming the finished run restores the average itself, not a fresh copy of the trained weights
     resumed = run(cfg("train", "fundus"), keep="weight_average", **args).network.state_dict()
     assert all(torch.equal(resumed[k].cpu(), saved[k]) for k in saved)
+    # evaluation scores model.pt itself, with the same overrides as training
+    evaluator = run(cfg("train", "evaluate", "fundus"), keep="validate#evaluator", output_dir=str(tmp_path / "eval"), **args)
+    evaluated = evaluator.network.state_dict()
+    assert all(torch.equal(evaluated[k].cpu(), saved[k]) for k in saved)
 
 
 def test_mlflow_tracking(data, tmp_path):
