@@ -1,7 +1,8 @@
 """Exponential moving average of the network's weights, for validation and the saved model.
 
-Averaging the weights along the training trajectory finds flatter minima, which hold up better on
-unseen domains than the last iterate (SWAD, Cha et al., NeurIPS 2021; Polyak averaging).
+Averaging the weights along the training trajectory is reported to find flatter minima that hold up better on
+unseen domains than the last iterate (SWAD, Cha et al., NeurIPS 2021); on two M&Ms subjects it did not
+(docs/benchmarks.md, eighth screen), so it is off by default.
 """
 
 from __future__ import annotations
