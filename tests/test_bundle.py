@@ -231,7 +231,7 @@ def test_evaluation_runs_the_test_time_steps_inference_runs(task):
     def raw(*names):
         parser = ConfigParser()
         parser.read_config(cfg(*names, task))
-        return {key: parser[key] for key in ("tta", "tent", "refine", "postprocess", "uncertainty", "inferer", "full_size_input")}
+        return {key: parser[key] for key in ("tta", "adabn", "tent", "refine", "postprocess", "uncertainty", "inferer", "full_size_input")}
 
     assert raw("train", "evaluate") == raw("inference")
 

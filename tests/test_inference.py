@@ -171,6 +171,46 @@ def test_tent_adapts_and_restores_the_network():
     torch.testing.assert_close(again, plain, atol=0, rtol=0)  # the next case sees the original network
 
 
+def test_adabn_normalises_a_volume_with_the_statistics_of_all_its_slices():
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4, momentum=0.3)
+    net = nn.Sequential(conv, bn).eval()
+    before = copy.deepcopy(net.state_dict())
+    # 4 slices, 2 per batch, the second pair brighter: per-batch statistics would differ from the case's
+    volume = torch.randn(1, 1, 16, 16, 4) + torch.tensor([0.0, 0.0, 4.0, 4.0])
+    slices = SliceInferer(roi_size=(16, 16), spatial_dim=2, sw_batch_size=2, progress=False)
+    with torch.no_grad(), inference.case_statistics(net, volume, lambda t: slices(t, net)):
+        features = conv(volume.permute(0, 4, 1, 2, 3).reshape(4, 1, 16, 16))
+        torch.testing.assert_close(bn.running_mean, features.mean((0, 2, 3)))
+        assert not bn.training
+        adapted = slices(volume, net)
+    for key, value in before.items():
+        torch.testing.assert_close(net.state_dict()[key], value, atol=0, rtol=0, msg=key)
+    assert bn.momentum == 0.3 and not bn.training
+    # one normalisation for the case: over the case the channel means are about 0, and the brighter
+    # slices stay apart from the darker ones (each batch's own statistics would centre both at 0)
+    assert adapted.mean((0, 2, 3, 4)).abs().max() < 0.05
+    assert (adapted[..., 2:].mean((0, 2, 3, 4)) - adapted[..., :2].mean((0, 2, 3, 4))).abs().min() > 0.5
+
+
+def test_adabn_through_the_inferer_restores_the_network_and_leaves_a_network_without_batch_norm():
+    net = tiny_net().eval()
+    before = copy.deepcopy(net.state_dict())
+    x = torch.randn(1, 3, 64, 64) * 2 + 1  # a shifted "scanner"
+    with torch.no_grad():
+        plain = inference.TestTimeInferer()(x, net)
+        adapted = inference.TestTimeInferer(adabn=True)(x, net)
+        again = inference.TestTimeInferer()(x, net)
+    assert not torch.allclose(plain, adapted, atol=1e-4)
+    for key, value in before.items():
+        torch.testing.assert_close(net.state_dict()[key], value, atol=0, rtol=0, msg=key)
+    assert not any(m.training for m in net.modules())
+    torch.testing.assert_close(again, plain, atol=0, rtol=0)
+    instance = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.InstanceNorm2d(3, affine=True)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(inference.TestTimeInferer(adabn=True)(x, instance), inference.TestTimeInferer()(x, instance))
+
+
 class DiscByColour(nn.Module):
     """Segments the synthetic disc by its red brightness (no learning): isolates the refiner."""
 
@@ -265,7 +305,7 @@ def run(files, meta=META, workflow_type="infer", **overrides):
 def all_steps(*postprocess):
     """Overrides switching every test-time step on: the overlay's post-processing steps by name."""
     names = postprocess or ("largest_component", "fill_holes")
-    return {"tta#flips": True, "tent#enabled": True, "uncertainty": True, **{f"postprocess#{n}#_disabled_": False for n in names}}
+    return {"tta#flips": True, "adabn#enabled": True, "tent#enabled": True, "uncertainty": True, **{f"postprocess#{n}#_disabled_": False for n in names}}
 
 
 def test_uncertainty_map_has_the_input_geometry(data, ckpts, tmp_path):

@@ -4,7 +4,7 @@ domain's validation split and on the unseen domains, per structure, against plai
     python -m emclip.benchmarks.inference --task fundus --bundle-root <trained run> \\
         --dataset-dir ../shared/data/fundus --train-domains REFUGE --output inference_benchmark [--scales 0.5 2]
 
-Network-side steps (mirroring ensemble ``tta``, ``tent``, and ``refine`` for a task of 2D images)
+Network-side steps (mirroring ensemble ``tta``, ``adabn``, ``tent``, and ``refine`` for a task of 2D images)
 each run the evaluator once over the source validation split and the evaluation domains; the
 post-processing steps of the task overlay's ``postprocess`` dict (``pp_<step>``) are applied to
 the plain predictions. The chosen defaults (``chosen``) keep
@@ -56,6 +56,7 @@ __all__ = ["NETWORK_STEPS", "main", "scaled_copy", "summarize_variants"]
 # network-side steps: the overrides that switch each on
 NETWORK_STEPS: dict[str, dict[str, Any]] = {
     "tta": {"tta#flips": True},
+    "adabn": {"adabn#enabled": True},
     "tent": {"tent#enabled": True},
     "refine": {"refine#enabled": True},
 }

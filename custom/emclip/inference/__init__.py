@@ -7,7 +7,7 @@ are off by default.
 from emclip.inference.inferer import TestTimeInferer, supports_refine
 from emclip.inference.postprocess import FillLabelHolesd, KeepLargestInsided, fill_holes, largest_component
 from emclip.inference.refine import DiscRefiner, disc_fraction, measure_disc_fraction
-from emclip.inference.tent import entropy, norm_layers, tent_adaptation
+from emclip.inference.tent import case_statistics, entropy, norm_layers, tent_adaptation
 from emclip.inference.tta import flip_combinations, flip_ensemble
 from emclip.inference.uncertainty import EIGHT_BIT_EXTS, PredictiveEntropyd, predictive_entropy, uncertainty_outputs, uncertainty_scores
 
@@ -18,6 +18,7 @@ __all__ = [
     "KeepLargestInsided",
     "PredictiveEntropyd",
     "TestTimeInferer",
+    "case_statistics",
     "disc_fraction",
     "entropy",
     "fill_holes",

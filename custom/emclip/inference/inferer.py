@@ -1,4 +1,4 @@
-"""One inferer for every test-time step: structure-centred refinement, TENT and the mirroring ensemble."""
+"""One inferer for every test-time step: structure-centred refinement, AdaBN, TENT and the mirroring ensemble."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from monai.inferers import Inferer, SimpleInferer, SliceInferer
 from monai.utils import convert_to_dst_type
 
 from emclip.inference.refine import DiscRefiner
-from emclip.inference.tent import tent_adaptation
+from emclip.inference.tent import case_statistics, tent_adaptation
 from emclip.inference.tta import flip_ensemble
 
 __all__ = ["TestTimeInferer", "supports_refine"]
@@ -28,8 +28,8 @@ def supports_refine(inferer: Inferer) -> bool:
 class TestTimeInferer(Inferer):
     """Wrap an inferer so that it returns softmax probabilities, with optional test-time steps.
 
-    Per call (one case with batch size 1): TENT adapts the normalisation layers to the input (and
-    is undone afterwards), the disc refiner runs its two passes, and each network pass is the mean
+    Per call (one case with batch size 1): AdaBN re-estimates the batch norms' statistics on the
+    input, then TENT adapts the normalisation layers to it (both undone afterwards), the disc refiner runs its two passes, and each network pass is the mean
     softmax over the mirrored inputs. Without any step it is ``softmax(inferer(x))``, whose argmax
     is the plain prediction's.
 
@@ -38,6 +38,8 @@ class TestTimeInferer(Inferer):
         flips: mirroring ensemble over the in-plane axes (4 passes in 2D).
         flip_axes: spatial axes to mirror (0 = first spatial axis); ``None``: every spatial axis
             except a ``SliceInferer``'s slice axis.
+        adabn: batch norms normalise with the case's own statistics (one extra pass per case);
+            with ``tent_batch_statistics`` TENT's per-batch statistics take over during TENT.
         tent_steps: TENT steps per case; 0 switches it off.
         tent_lr: TENT's Adam learning rate.
         tent_batch_statistics: batch norms use the case's statistics during TENT.
@@ -49,6 +51,7 @@ class TestTimeInferer(Inferer):
         inferer: Inferer | None = None,
         flips: bool = False,
         flip_axes: Sequence[int] | None = None,
+        adabn: bool = False,
         tent_steps: int = 0,
         tent_lr: float = 1e-3,
         tent_batch_statistics: bool = True,
@@ -60,6 +63,7 @@ class TestTimeInferer(Inferer):
             raise ValueError("refine: the two-pass mode is for 2D images, not SliceInferer volumes")
         self.flips = flips
         self.flip_axes = flip_axes
+        self.adabn = adabn
         self.tent_steps = int(tent_steps)
         self.tent_lr = tent_lr
         self.tent_batch_statistics = tent_batch_statistics
@@ -97,12 +101,15 @@ class TestTimeInferer(Inferer):
         def predict(t: torch.Tensor) -> torch.Tensor:
             return flip_ensemble(softmax, t, self._axes(t))
 
-        adaptation = contextlib.nullcontext()
-        if self.tent_steps > 0:
-            # TENT adapts on what the network sees first: the whole input, or the refiner's first pass
-            first = x if self.refine is None else self.refine.first_pass_input(x)
-            adaptation = tent_adaptation(network, first, softmax, self.tent_steps, self.tent_lr, self.tent_batch_statistics)
-        with adaptation:
+        with contextlib.ExitStack() as adaptations:
+            if self.adabn or self.tent_steps > 0:
+                # the adaptations use what the network sees first: the whole input, or the refiner's first pass
+                first = x if self.refine is None else self.refine.first_pass_input(x)
+                if self.adabn:
+                    adaptations.enter_context(case_statistics(network, first, softmax))
+                if self.tent_steps > 0:
+                    tent = tent_adaptation(network, first, softmax, self.tent_steps, self.tent_lr, self.tent_batch_statistics)
+                    adaptations.enter_context(tent)
             if self.refine is None:
                 probs = predict(x)
             else:

@@ -1,7 +1,12 @@
-"""Test-time entropy minimisation (TENT, Wang et al., ICLR 2021) on the normalisation layers.
+"""Test-time adaptation of the normalisation layers to one case, undone when the case is done.
 
-Only the affine parameters of the normalisation layers change, for a few steps on one case, and
-every parameter, buffer and flag of those layers is restored when the case is done, so cases never
+- AdaBN (Li et al., "Adaptive batch normalization for practical domain adaptation", Pattern
+  Recognition 2018): the batch norms' running statistics are re-estimated on the case itself, so a
+  scanner whose intensities differ from the source's is normalised with its own statistics.
+- TENT (Wang et al., ICLR 2021): a few entropy-minimisation steps on the affine parameters of the
+  normalisation layers.
+
+Every parameter, buffer and flag of the layers touched is restored after the case, so cases never
 leak into each other.
 """
 
@@ -14,7 +19,7 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn as nn
 
-__all__ = ["NORM_TYPES", "entropy", "norm_layers", "tent_adaptation"]
+__all__ = ["NORM_TYPES", "case_statistics", "entropy", "norm_layers", "tent_adaptation"]
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._BatchNorm,
@@ -32,6 +37,42 @@ def entropy(probs: torch.Tensor, dim: int = 1) -> torch.Tensor:
 def norm_layers(network: nn.Module) -> list[nn.Module]:
     """The normalisation layers of ``network`` that have an affine weight."""
     return [m for m in network.modules() if isinstance(m, NORM_TYPES) and getattr(m, "weight", None) is not None]
+
+
+@contextlib.contextmanager
+def case_statistics(network: nn.Module, x: torch.Tensor, forward: Callable[[torch.Tensor], object]) -> Iterator[None]:
+    """Inside the block, ``network``'s batch norms normalise with the statistics of ``x`` (AdaBN).
+
+    One ``forward(x)`` with the batch norms in training mode and a cumulative average
+    (``momentum=None``) replaces their running statistics by the mean over every batch the inner
+    inferer forms from the case (each batch of slices of a volume); they are then back in eval
+    mode, so every slice is normalised with the whole case's statistics, not with its own batch's.
+    Layers without running statistics, and networks without batch norm (instance norms already use
+    each image's own statistics), are unchanged.
+
+    Args:
+        network: the network, in eval mode.
+        x: the case's network input.
+        forward: runs ``network`` on ``x`` the way the prediction will (e.g. slice by slice).
+    """
+    layers = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(copy.deepcopy(m.state_dict()), m.momentum, m.training) for m in layers]
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        with torch.no_grad():
+            forward(x)
+        for m in layers:
+            m.eval()
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (state, momentum, mode) in zip(layers, saved):
+                m.load_state_dict(state)
+                m.momentum = momentum
+                m.train(mode)
 
 
 @contextlib.contextmanager
