@@ -69,3 +69,34 @@ def test_loading_is_measured_on_the_bundle_configs_training_loader(tmp_path):
     assert disk["disk_cache_bytes"] > 0
     stalls = profile.time_loading("fundus", tmp_path / "data" / "fundus", "SynthA", 2, tmp_path / "c2", tiny)
     assert [r["num_workers"] for r in stalls] == [0, 2] and all(0 <= r["stall"] <= 1 for r in stalls)
+
+
+def _screen(folder, runs):
+    """A dg output folder: for each (source, model, per-class val Dice, per-class unseen Dice); the
+    ``plain`` test-time rows rank the models the other way, so reading them would flip the signs."""
+    folder.mkdir()
+    scale = [{"task": "cardiac", "source": s, "model": m, "seed": 0, "test_time": t, "split": "val", "zoom": 1.0,
+              "domain": s, "class": c, "dice": 1 - v if t == "plain" else v}
+             for s, m, val, _ in runs for t in ("none", "plain") for c, v in zip(("LV", "RV"), val)]
+    rows = [{"task": "cardiac", "source": s, "model": m, "seed": 0, "domain": d, "class": c, "dice": v}
+            for s, m, val, unseen in runs for d in ({"A", "B"} - {s}) for c, v in zip(("LV", "RV"), unseen)]
+    report.write_csv(scale, folder / "dg_scale.csv")
+    report.write_csv(rows, folder / "dg_runs.csv")
+
+
+def test_selection_ranks_source_validation_against_the_unseen_domain(tmp_path):
+    from emclip.benchmarks import selection
+
+    # from A the validation order is the unseen order, from B it is reversed; "base" is in both folders
+    a = [("A", "base", (0.5, 0.5), (0.4, 0.4)), ("A", "m1", (0.6, 0.6), (0.5, 0.5)), ("A", "m2", (0.7, 0.7), (0.6, 0.6))]
+    b = [("B", "m1", (0.6, 0.6), (0.3, 0.3)), ("B", "m2", (0.7, 0.7), (0.2, 0.2)), ("B", "m3", (0.8, 0.8), (0.1, 0.1))]
+    _screen(tmp_path / "one", a + b)
+    _screen(tmp_path / "two", [a[0], ("A", "m3", (0.8, 0.8), (0.7, 0.7))])
+    (tmp_path / "no_val").mkdir()  # a folder without the val split is passed over
+    selection.main(["--screens", *(str(tmp_path / n) for n in ("one", "two", "no_val")), "--output", str(tmp_path / "out")])
+    table = {(r["source"], r["class"]): r for r in selection.correlations(selection.collect_pairs([tmp_path / "one", tmp_path / "two"]))}
+    assert table["A", "mean"]["runs"] == 4  # base counted once
+    assert table["A", "mean"]["spearman"] == pytest.approx(1.0) and table["B", "RV"]["spearman"] == pytest.approx(-1.0)
+    assert table["A", "LV"]["low"] == pytest.approx(1.0)  # every resample of a perfect ranking is perfect
+    text = (tmp_path / "out" / "selection.md").read_text()
+    assert "| cardiac | B -> A | mean | 3 | -1.00" in text and "(one, two)" in text

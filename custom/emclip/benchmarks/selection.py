@@ -1,0 +1,120 @@
+"""Does the source validation split rank trained models as the unseen domain does?
+
+    python -m emclip.benchmarks.selection --screens bundle/docs/benchmarks/cardiac_screen/* \\
+        --output bundle/docs/benchmarks/cardiac_screen/selection
+
+Every default is chosen on the source domain's validation split, so a recipe that generalises
+better can only be found if that split orders models as an unseen domain would. This reads
+finished ``emclip.benchmarks.dg`` outputs (folders with a ``dg_scale.csv`` holding the ``val``
+split and a ``dg_runs.csv``), pairs each run's Dice on the source validation split (evaluation
+defaults, zoom 1) with its Dice on every unseen domain, per class and as the mean over the classes,
+and reports per task, source, domain and class the Spearman rank correlation over the runs with a
+bootstrap 95% interval (runs resampled). Runs that appear in several folders with the same numbers
+(a baseline trained again on the same CPU type reproduces itself) count once.
+
+Writes ``selection.csv`` (one row per run, domain and class) and ``selection.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from emclip.benchmarks.report import write_csv
+
+__all__ = ["collect_pairs", "correlations", "main"]
+
+MEAN = "mean"
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def collect_pairs(folders: Sequence[Path]) -> list[dict[str, Any]]:
+    """One row per distinct run, unseen domain and class (and the class mean): ``val`` and ``unseen`` Dice."""
+    rows, seen = [], set()
+    for folder in folders:
+        scale, runs = folder / "dg_scale.csv", folder / "dg_runs.csv"
+        if not (scale.is_file() and runs.is_file()):
+            continue
+        val: dict[tuple, dict[str, float]] = {}
+        for r in _read(scale):
+            if r["split"] == "val" and r["test_time"] == "none" and float(r["zoom"]) == 1.0:
+                val.setdefault((r["task"], r["source"], r["model"], r["seed"]), {})[r["class"]] = float(r["dice"])
+        unseen: dict[tuple, dict[str, float]] = {}
+        for r in _read(runs):
+            if r["domain"] != r["source"]:
+                unseen.setdefault((r["task"], r["source"], r["model"], r["seed"], r["domain"]), {})[r["class"]] = float(r["dice"])
+        for (task, source, model, seed, domain), by_class in unseen.items():
+            on_val = val.get((task, source, model, seed))
+            if on_val is None or set(on_val) != set(by_class):
+                continue
+            numbers = tuple(round(v, 6) for c in sorted(by_class) for v in (on_val[c], by_class[c]))
+            if (task, source, domain, numbers) in seen:
+                continue
+            seen.add((task, source, domain, numbers))
+            for name in [*sorted(by_class), MEAN]:
+                pick = (lambda d: float(np.mean(list(d.values())))) if name == MEAN else (lambda d: d[name])
+                rows.append({"screen": folder.name, "task": task, "source": source, "domain": domain, "model": model,
+                             "seed": int(seed), "class": name, "val": pick(on_val), "unseen": pick(by_class)})
+    return rows
+
+
+def correlations(rows: Sequence[dict[str, Any]], resamples: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """Per task, source, domain and class: runs, Spearman's rho and its percentile bootstrap interval."""
+    groups: dict[tuple, list[tuple[float, float]]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["source"], r["domain"], r["class"]), []).append((r["val"], r["unseen"]))
+    rng = np.random.default_rng(seed)
+    out = []
+    for (task, source, domain, name), points in groups.items():
+        x, y = np.array(points).T
+        rho = spearmanr(x, y).statistic if len(points) > 2 else float("nan")
+        draws = []
+        for _ in range(resamples if len(points) > 2 else 0):
+            i = rng.integers(0, len(points), len(points))
+            if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:  # a resample of one repeated run has no ranking
+                draws.append(spearmanr(x[i], y[i]).statistic)
+        low, high = np.percentile(draws, [2.5, 97.5]) if draws else (float("nan"), float("nan"))
+        out.append({"task": task, "source": source, "domain": domain, "class": name, "runs": len(points),
+                    "spearman": float(rho), "low": float(low), "high": float(high)})
+    return out
+
+
+def markdown(table: Sequence[dict[str, Any]]) -> str:
+    head = ["task", "source -> domain", "class", "runs", "Spearman [95% CI]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table:
+        lines.append(f"| {r['task']} | {r['source']} -> {r['domain']} | {r['class']} | {r['runs']} | "
+                     f"{r['spearman']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--screens", type=Path, nargs="+", required=True, help="emclip.benchmarks.dg output folders")
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    rows = collect_pairs(sorted(args.screens))
+    if not rows:
+        parser.error("--screens: no folder has both dg_scale.csv (with the val split) and dg_runs.csv")
+    table = correlations(rows)
+    args.output.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, args.output / "selection.csv")
+    screens = sorted({r["screen"] for r in rows})
+    (args.output / "selection.md").write_text(
+        f"Measured by `python -m emclip.benchmarks.selection` over {len(screens)} benchmark folders "
+        f"({', '.join(screens)}).\n\n" + markdown(table), encoding="utf-8")
+    print(markdown(table))
+
+
+if __name__ == "__main__":
+    main()
