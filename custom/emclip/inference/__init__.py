@@ -1,7 +1,8 @@
-"""Test-time steps of the inference and evaluation workflows: mirroring ensemble (TTA), TENT,
-structure-centred two-pass refinement for 2D images, anatomy-aware post-processing and uncertainty.
-Each step is a config value of ``evaluate.yaml`` and ``inference.yaml`` or of the task overlay; all
-are off by default.
+"""Test-time steps of the inference and evaluation workflows: mirroring ensemble (TTA), AdaBN,
+TENT, structure-centred two-pass refinement for 2D images, anatomy-aware post-processing and
+uncertainty. Each step is a config value of ``evaluate.yaml`` and ``inference.yaml`` or of the task
+overlay; those files switch every step off, and a task overlay switches on the ones chosen on its
+source validation split.
 """
 
 from emclip.inference.inferer import TestTimeInferer, supports_refine
