@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from emclip.benchmarks.report import write_csv
 
@@ -78,15 +78,22 @@ def correlations(rows: Sequence[dict[str, Any]], resamples: int = 2000, seed: in
     for (task, source, domain, name), points in groups.items():
         x, y = np.array(points).T
         rho = spearmanr(x, y).statistic if len(points) > 2 else float("nan")
-        draws = []
-        for _ in range(resamples if len(points) > 2 else 0):
-            i = rng.integers(0, len(points), len(points))
-            if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:  # a resample of one repeated run has no ranking
-                draws.append(spearmanr(x[i], y[i]).statistic)
-        low, high = np.percentile(draws, [2.5, 97.5]) if draws else (float("nan"), float("nan"))
+        draws = _bootstrap_spearman(x, y, rng, resamples) if len(points) > 2 else np.empty(0)
+        low, high = np.percentile(draws, [2.5, 97.5]) if draws.size else (float("nan"), float("nan"))
         out.append({"task": task, "source": source, "domain": domain, "class": name, "runs": len(points),
                     "spearman": float(rho), "low": float(low), "high": float(high)})
     return out
+
+
+def _bootstrap_spearman(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """Spearman's rho of ``resamples`` resamples of the runs at once (Pearson of the average ranks);
+    a resample of one repeated run has no ranking and is left out."""
+    i = rng.integers(0, len(x), (resamples, len(x)))
+    rx, ry = (rankdata(v[i], axis=1) for v in (x, y))
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    norm = np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
+    ok = norm > 0
+    return (rx * ry).sum(1)[ok] / norm[ok]
 
 
 def markdown(table: Sequence[dict[str, Any]]) -> str:
