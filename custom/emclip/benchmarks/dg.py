@@ -27,7 +27,6 @@ zoom 1: what a default is chosen on).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -44,7 +43,7 @@ import numpy as np
 import yaml
 
 from emclip.data import build_datalist
-from emclip.benchmarks.report import write_csv
+from emclip.benchmarks.report import read_csv, write_csv
 from emclip.configs import CONFIGS, bundle_command, meta_files, task_files
 from emclip.reports import get_classes, median_size_ratio, paired_bootstrap, summarize
 from emclip.reports.writers import SIZE_RATIO
@@ -273,8 +272,7 @@ def collect(run: dict[str, Any], result: dict[str, Any]) -> list[dict[str, Any]]
 
 
 def _per_case(eval_dir: Path) -> list[dict[str, str]]:
-    with open(eval_dir / "metrics_per_case.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return read_csv(eval_dir / "metrics_per_case.csv")
 
 
 def collect_scale(run: dict[str, Any], sweep: dict[str, Any]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["csv_table", "render", "fill", "write_csv"]
+__all__ = ["csv_table", "render", "fill", "read_csv", "write_csv"]
 
 BLOCK = re.compile(r"(<!-- include: (?P<name>[^ ]+)(?: (?P<column>\w+)=(?P<value>[^ ]+))? -->\n)(?P<body>.*?)(<!-- end -->)", re.DOTALL)
 
@@ -32,6 +32,12 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header, as dicts of strings."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def csv_table(path: Path, column: str | None = None, value: str | None = None) -> str:

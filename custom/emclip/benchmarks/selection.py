@@ -18,7 +18,6 @@ Writes ``selection.csv`` (one row per run, domain and class) and ``selection.md`
 from __future__ import annotations
 
 import argparse
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,11 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata, spearmanr
 
-from emclip.benchmarks.report import write_csv
+from emclip.benchmarks.report import read_csv, write_csv
 
 __all__ = ["collect_pairs", "correlations", "main"]
 
 MEAN = "mean"
-
-
-def _read(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def collect_pairs(folders: Sequence[Path]) -> list[dict[str, Any]]:
@@ -46,13 +40,14 @@ def collect_pairs(folders: Sequence[Path]) -> list[dict[str, Any]]:
         if not (scale.is_file() and runs.is_file()):
             continue
         val: dict[tuple, dict[str, float]] = {}
-        for r in _read(scale):
+        for r in read_csv(scale):
             if r["split"] == "val" and r["test_time"] == "none" and float(r["zoom"]) == 1.0:
                 val.setdefault((r["task"], r["source"], r["model"], r["seed"]), {})[r["class"]] = float(r["dice"])
         unseen: dict[tuple, dict[str, float]] = {}
-        for r in _read(runs):
+        for r in read_csv(runs):
             if r["domain"] != r["source"]:
-                unseen.setdefault((r["task"], r["source"], r["model"], r["seed"], r["domain"]), {})[r["class"]] = float(r["dice"])
+                key = (r["task"], r["source"], r["model"], r["seed"], r["domain"])
+                unseen.setdefault(key, {})[r["class"]] = float(r["dice"])
         for (task, source, model, seed, domain), by_class in unseen.items():
             on_val = val.get((task, source, model, seed))
             if on_val is None or set(on_val) != set(by_class):
@@ -61,10 +56,10 @@ def collect_pairs(folders: Sequence[Path]) -> list[dict[str, Any]]:
             if (task, source, domain, numbers) in seen:
                 continue
             seen.add((task, source, domain, numbers))
-            for name in [*sorted(by_class), MEAN]:
-                pick = (lambda d: float(np.mean(list(d.values())))) if name == MEAN else (lambda d: d[name])
+            on_val, by_class = ({**d, MEAN: float(np.mean(list(d.values())))} for d in (on_val, by_class))
+            for name in by_class:
                 rows.append({"screen": folder.name, "task": task, "source": source, "domain": domain, "model": model,
-                             "seed": int(seed), "class": name, "val": pick(on_val), "unseen": pick(by_class)})
+                             "seed": int(seed), "class": name, "val": on_val[name], "unseen": by_class[name]})
     return rows
 
 

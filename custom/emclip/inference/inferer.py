@@ -29,8 +29,8 @@ class TestTimeInferer(Inferer):
     """Wrap an inferer so that it returns softmax probabilities, with optional test-time steps.
 
     Per call (one case with batch size 1): AdaBN re-estimates the batch norms' statistics on the
-    input, then TENT adapts the normalisation layers to it (both undone afterwards), the disc refiner runs its two passes, and each network pass is the mean
-    softmax over the mirrored inputs. Without any step it is ``softmax(inferer(x))``, whose argmax
+    input, then TENT adapts the normalisation layers to it (both undone afterwards), the disc
+    refiner runs its two passes, and each network pass is the mean softmax over the mirrored inputs. Without any step it is ``softmax(inferer(x))``, whose argmax
     is the plain prediction's.
 
     Args:
@@ -108,8 +108,8 @@ class TestTimeInferer(Inferer):
                 if self.adabn:
                     adaptations.enter_context(case_statistics(network, first, softmax))
                 if self.tent_steps > 0:
-                    tent = tent_adaptation(network, first, softmax, self.tent_steps, self.tent_lr, self.tent_batch_statistics)
-                    adaptations.enter_context(tent)
+                    adaptations.enter_context(tent_adaptation(
+                        network, first, softmax, self.tent_steps, self.tent_lr, self.tent_batch_statistics))
             if self.refine is None:
                 probs = predict(x)
             else:
