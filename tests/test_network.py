@@ -7,6 +7,7 @@ from conftest import tiny_net
 from emclip.export import export_onnx, export_torchscript
 from emclip.losses import EMCLIPLoss
 from emclip.networks import EMAggregation, EMCLIP, build_clip, load_prompts
+from emclip.networks.backbone import InstanceBatchNorm
 
 
 @pytest.mark.parametrize("backbone", ["cpu-resnet", "cpu-vit"])
@@ -65,8 +66,30 @@ def test_stem_image_norm_swaps_the_stem_only():
     later = [m for name, m in visual.named_modules() if name.startswith("layer")]
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in later)
     assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in later)
-    with pytest.raises(ValueError, match="image_norm must be one of batch, instance, group, stem"):
+    with pytest.raises(ValueError, match="image_norm must be one of batch, instance, group, stem, ibn"):
         tiny_net(3, image_norm="layer")
+
+
+def test_ibn_image_norm_halves_the_first_norm_of_stages_1_to_3():
+    torch.manual_seed(0)
+    batch = tiny_net(3).backbone.visual
+    torch.manual_seed(0)
+    visual = tiny_net(3, image_norm="ibn").backbone.visual
+    assert isinstance(visual.bn1, torch.nn.BatchNorm2d) and isinstance(visual.layer4[0].bn1, torch.nn.BatchNorm2d)
+    for stage in ("layer1", "layer2", "layer3"):
+        norm, old = getattr(visual, stage)[0].bn1, getattr(batch, stage)[0].bn1
+        assert isinstance(norm, InstanceBatchNorm) and isinstance(getattr(visual, stage)[0].bn2, torch.nn.BatchNorm2d)
+        assert norm.split == old.num_features // 2
+        torch.testing.assert_close(torch.cat([norm.instance.weight, norm.batch.weight]), old.weight)
+        torch.testing.assert_close(torch.cat([norm.instance.bias, norm.batch.bias]), old.bias)
+    # the instance half is per image, the batch half is not
+    norm = InstanceBatchNorm(8).train()
+    x = torch.randn(4, 8, 5, 5) * torch.arange(1, 5.0).view(4, 1, 1, 1)
+    together, alone = norm(x)[:1], norm(x[:1])
+    torch.testing.assert_close(together[:, :4], alone[:, :4])
+    assert not torch.allclose(together[:, 4:], alone[:, 4:])
+    with pytest.raises(ValueError, match="ratio must be in"):
+        InstanceBatchNorm(8, ratio=1.0)
 
 
 def test_grayscale_input_and_training_outputs():
@@ -240,7 +263,7 @@ def test_torchscript_and_onnx_match_eager(tmp_path, backbone):
     # the ViT towers share the ViT branch of the backbone: each flag value once, to keep the time down
     + [(b, {"use_em": e, "text_guided": not e}) for b in ("cpu-vit", "ViT-B-16") for e in (True, False)]
     # the finer decoder levels: the ResNet stem's stride-2 map, the light conv stem, per-level EM
-    + [("cpu-resnet", {"output_stride": 2, "image_norm": "instance"}), ("cpu-resnet", {"output_stride": 1, "text_guided": False}),
+    + [("cpu-resnet", {"output_stride": 2, "image_norm": "instance"}), ("cpu-resnet", {"output_stride": 1, "text_guided": False, "image_norm": "ibn"}),
        ("cpu-vit", {"output_stride": 1, "em_levels": [0, 2], "vit_pyramid_widths": (0.25, 0.5, 0.5, 0.25)})],
 )
 def test_torch_jit_script_matches_eager(tmp_path, backbone, options):

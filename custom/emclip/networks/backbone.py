@@ -15,7 +15,7 @@ from open_clip.transformer import VisionTransformer
 
 from emclip.networks.presets import get_preset
 
-__all__ = ["IMAGE_NORMS", "build_clip", "CLIPBackbone"]
+__all__ = ["IMAGE_NORMS", "InstanceBatchNorm", "build_clip", "CLIPBackbone"]
 
 logger = logging.getLogger("emclip.networks")
 
@@ -96,7 +96,46 @@ def _intermediates_without_fastpath(vit: VisionTransformer, tokens: torch.Tensor
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
-IMAGE_NORMS = ("batch", "instance", "group", "stem")
+IMAGE_NORMS = ("batch", "instance", "group", "stem", "ibn")
+
+
+class InstanceBatchNorm(nn.Module):
+    """IBN-Net's mixed norm (Pan et al., ECCV 2018): instance norm on the first ``ratio`` of the
+    channels, batch norm on the rest. The per-image half removes the image's contrast (the
+    scanner's style) where it enters the shallow features; the batch half keeps the content
+    statistics that a full instance norm loses on small training sets.
+
+    Args:
+        num_features: channels.
+        ratio: fraction of the channels with instance norm (IBN-Net: 0.5).
+    """
+
+    def __init__(self, num_features: int, ratio: float = 0.5):
+        super().__init__()
+        if not 0 < ratio < 1:
+            raise ValueError(f"InstanceBatchNorm ratio must be in (0, 1), got {ratio}")
+        self.split = max(1, min(num_features - 1, int(num_features * ratio)))
+        self.instance = nn.InstanceNorm2d(self.split, affine=True)
+        self.batch = nn.BatchNorm2d(num_features - self.split)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, rest = torch.split(x, [self.split, x.shape[1] - self.split], dim=1)
+        return torch.cat([self.instance(first.contiguous()), self.batch(rest.contiguous())], dim=1)
+
+
+def _instance_batch_norm(bn: nn.BatchNorm2d) -> InstanceBatchNorm:
+    """An ``InstanceBatchNorm`` carrying ``bn``'s (possibly pretrained) affine weights and, in its
+    batch half, its running statistics."""
+    norm = InstanceBatchNorm(bn.num_features)
+    s = norm.split
+    with torch.no_grad():
+        norm.instance.weight.copy_(bn.weight[:s])
+        norm.instance.bias.copy_(bn.bias[:s])
+        norm.batch.weight.copy_(bn.weight[s:])
+        norm.batch.bias.copy_(bn.bias[s:])
+        norm.batch.running_mean.copy_(bn.running_mean[s:])
+        norm.batch.running_var.copy_(bn.running_var[s:])
+    return norm
 
 
 def _per_image_norm(bn: nn.BatchNorm2d, kind: str) -> nn.Module:
@@ -152,7 +191,10 @@ class CLIPBackbone(nn.Module):
             U-Net does; a ViT's layer norms already work per token): ``instance`` everywhere,
             ``group`` group norms everywhere (per image, but pooled over channel groups, so the
             stride-32 maps keep enough samples), ``stem`` instance norms in the three stem
-            convolutions only, where the scanner's contrast enters, batch norms after.
+            convolutions only, where the scanner's contrast enters, batch norms after; ``ibn``
+            IBN-Net-a: the first norm of every block of stages 1-3 becomes an
+            ``InstanceBatchNorm`` (half its channels per image), the stem and stage 4 keep batch
+            norms.
     """
 
     # constants, so that TorchScript compiles only the branch of this tower
@@ -217,6 +259,10 @@ class CLIPBackbone(nn.Module):
             if image_norm == "stem":
                 for name in ("bn1", "bn2", "bn3"):
                     setattr(visual, name, _per_image_norm(getattr(visual, name), "instance"))
+            elif image_norm == "ibn":
+                for stage in (visual.layer1, visual.layer2, visual.layer3):
+                    for block in stage:
+                        block.bn1 = _instance_batch_norm(block.bn1)
             elif image_norm != "batch":
                 _swap_batch_norms(visual, image_norm)
         else:

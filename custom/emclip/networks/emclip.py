@@ -40,7 +40,8 @@ class EMCLIP(nn.Module):
         vit_pyramid_widths: ViT only: channels of the levels at strides 4-32 as fractions of the
             transformer width (see ``CLIPBackbone``; ``(1, 1, 1, 1)``: the full-width pyramid).
         image_norm: ResNet towers only: ``batch`` (their own norms), or per-image norms with the
-            same affine weights: ``instance``, ``group`` or ``stem`` (see ``CLIPBackbone``).
+            same affine weights: ``instance``, ``group``, ``stem``, or ``ibn`` (IBN-Net-a's half
+            instance norms in stages 1-3; see ``CLIPBackbone``).
         freeze_image: keep the image tower fixed.
         freeze_text: keep the text tower fixed (default); it is then dropped after encoding.
         use_em: enable EM aggregation (``False``: the EM ablation).
