@@ -40,6 +40,21 @@ def norm_layers(network: nn.Module) -> list[nn.Module]:
 
 
 @contextlib.contextmanager
+def _restored(layers: list[nn.Module]) -> Iterator[None]:
+    """On exit, every parameter, buffer, mode and momentum of ``layers`` as it was on entry."""
+    saved = [(copy.deepcopy(m.state_dict()), m.training, getattr(m, "momentum", None)) for m in layers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (state, mode, momentum) in zip(layers, saved):
+                m.load_state_dict(state)
+                m.train(mode)
+                if hasattr(m, "momentum"):
+                    m.momentum = momentum
+
+
+@contextlib.contextmanager
 def case_statistics(network: nn.Module, x: torch.Tensor, forward: Callable[[torch.Tensor], object]) -> Iterator[None]:
     """Inside the block, ``network``'s batch norms normalise with the statistics of ``x`` (AdaBN).
 
@@ -56,8 +71,7 @@ def case_statistics(network: nn.Module, x: torch.Tensor, forward: Callable[[torc
         forward: runs ``network`` on ``x`` the way the prediction will (e.g. slice by slice).
     """
     layers = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [(copy.deepcopy(m.state_dict()), m.momentum, m.training) for m in layers]
-    try:
+    with _restored(layers):
         for m in layers:
             m.reset_running_stats()
             m.momentum = None
@@ -67,12 +81,6 @@ def case_statistics(network: nn.Module, x: torch.Tensor, forward: Callable[[torc
         for m in layers:
             m.eval()
         yield
-    finally:
-        with torch.no_grad():
-            for m, (state, momentum, mode) in zip(layers, saved):
-                m.load_state_dict(state)
-                m.momentum = momentum
-                m.train(mode)
 
 
 @contextlib.contextmanager
@@ -104,32 +112,27 @@ def tent_adaptation(
     layers = norm_layers(network)
     if not layers:
         raise ValueError("tent: the network has no normalisation layer with affine parameters to adapt")
-    saved = [copy.deepcopy(m.state_dict()) for m in layers]
-    modes = [m.training for m in layers]
     grads = {p: p.requires_grad for p in network.parameters()}
     params = [p for m in layers for p in (m.weight, getattr(m, "bias", None)) if p is not None]
     try:
-        for p in grads:
-            p.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
-        if batch_statistics:
-            for m in layers:
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.train()
-        optimizer = torch.optim.Adam(params, lr=lr)
-        with torch.enable_grad():
-            for _ in range(steps):
-                loss = entropy(predict(x).float()).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-        yield
+        with _restored(layers):
+            for p in grads:
+                p.requires_grad_(False)
+            for p in params:
+                p.requires_grad_(True)
+            if batch_statistics:
+                for m in layers:
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.train()
+            optimizer = torch.optim.Adam(params, lr=lr)
+            with torch.enable_grad():
+                for _ in range(steps):
+                    loss = entropy(predict(x).float()).mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+            yield
     finally:
-        with torch.no_grad():
-            for m, state, mode in zip(layers, saved, modes):
-                m.load_state_dict(state)
-                m.train(mode)
         for p, flag in grads.items():
             p.grad = None
             p.requires_grad_(flag)
