@@ -99,4 +99,4 @@ def test_selection_ranks_source_validation_against_the_unseen_domain(tmp_path):
     assert table["A", "mean"]["spearman"] == pytest.approx(1.0) and table["B", "RV"]["spearman"] == pytest.approx(-1.0)
     assert table["A", "LV"]["low"] == pytest.approx(1.0)  # every resample of a perfect ranking is perfect
     text = (tmp_path / "out" / "selection.md").read_text()
-    assert "| cardiac | B -> A | mean | 3 | -1.00" in text and "(one, two)" in text
+    assert "| cardiac | B -> A | mean | 3 | -1.00" in text and "(one, two)" in text and f"--output {tmp_path / 'out'}`" in text

@@ -112,9 +112,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.output / "selection.csv")
     screens = sorted({r["screen"] for r in rows})
+    command = " ".join(["python -m emclip.benchmarks.selection --screens", *map(str, args.screens), "--output", str(args.output)])
     (args.output / "selection.md").write_text(
-        f"Measured by `python -m emclip.benchmarks.selection` over {len(screens)} benchmark folders "
-        f"({', '.join(screens)}).\n\n" + markdown(table), encoding="utf-8")
+        f"Measured by `{command}`; the runs of {len(screens)} of its folders ({', '.join(screens)}).\n\n"
+        + markdown(table), encoding="utf-8")
     print(markdown(table))
 
 
