@@ -7,7 +7,7 @@ from conftest import tiny_net
 from emclip.export import export_onnx, export_torchscript
 from emclip.losses import EMCLIPLoss
 from emclip.networks import EMAggregation, EMCLIP, build_clip, load_prompts
-from emclip.networks.backbone import InstanceBatchNorm
+from emclip.networks.backbone import InstanceBatchNorm, MixStyle
 
 
 @pytest.mark.parametrize("backbone", ["cpu-resnet", "cpu-vit"])
@@ -90,6 +90,27 @@ def test_ibn_image_norm_halves_the_first_norm_of_stages_1_to_3():
     assert not torch.allclose(together[:, 4:], alone[:, 4:])
     with pytest.raises(ValueError, match="ratio must be in"):
         InstanceBatchNorm(8, ratio=1.0)
+
+
+def test_mixstyle_changes_the_style_keeps_the_content_and_is_off_in_eval():
+    torch.manual_seed(0)
+    mix = MixStyle(p=1.0, alpha=0.5)
+    content = torch.randn(4, 8, 6, 6)
+    x = content * torch.rand(4, 8, 1, 1).add(0.5) * 3 + torch.randn(4, 8, 1, 1)  # four styles
+
+    def normalised(t):
+        return (t - t.mean((2, 3), keepdim=True)) / t.std((2, 3), keepdim=True)
+
+    y = mix.train()(x)
+    assert not torch.allclose(y, x, atol=1e-2)
+    torch.testing.assert_close(normalised(y), normalised(x), atol=1e-3, rtol=1e-3)
+    same = x[:1].expand(4, -1, -1, -1)  # one style: nothing to mix
+    torch.testing.assert_close(mix(same), same, atol=1e-3, rtol=1e-3)
+    assert torch.equal(mix.eval()(x), x) and torch.equal(MixStyle(p=0.0).train()(x), x)
+    net = tiny_net(3, mixstyle=1.0).train()
+    assert net(torch.randn(2, 3, 64, 64))["pred"].shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match="needs a ModifiedResNet"):
+        tiny_net(3, "cpu-vit", mixstyle=0.5)
 
 
 def test_grayscale_input_and_training_outputs():
@@ -263,7 +284,7 @@ def test_torchscript_and_onnx_match_eager(tmp_path, backbone):
     # the ViT towers share the ViT branch of the backbone: each flag value once, to keep the time down
     + [(b, {"use_em": e, "text_guided": not e}) for b in ("cpu-vit", "ViT-B-16") for e in (True, False)]
     # the finer decoder levels: the ResNet stem's stride-2 map, the light conv stem, per-level EM
-    + [("cpu-resnet", {"output_stride": 2, "image_norm": "instance"}), ("cpu-resnet", {"output_stride": 1, "text_guided": False, "image_norm": "ibn"}),
+    + [("cpu-resnet", {"output_stride": 2, "image_norm": "instance", "mixstyle": 0.5}), ("cpu-resnet", {"output_stride": 1, "text_guided": False, "image_norm": "ibn"}),
        ("cpu-vit", {"output_stride": 1, "em_levels": [0, 2], "vit_pyramid_widths": (0.25, 0.5, 0.5, 0.25)})],
 )
 def test_torch_jit_script_matches_eager(tmp_path, backbone, options):

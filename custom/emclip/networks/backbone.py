@@ -15,7 +15,7 @@ from open_clip.transformer import VisionTransformer
 
 from emclip.networks.presets import get_preset
 
-__all__ = ["IMAGE_NORMS", "InstanceBatchNorm", "build_clip", "CLIPBackbone"]
+__all__ = ["IMAGE_NORMS", "InstanceBatchNorm", "MixStyle", "build_clip", "CLIPBackbone"]
 
 logger = logging.getLogger("emclip.networks")
 
@@ -123,6 +123,44 @@ class InstanceBatchNorm(nn.Module):
         return torch.cat([self.instance(first.contiguous()), self.batch(rest.contiguous())], dim=1)
 
 
+class MixStyle(nn.Module):
+    """MixStyle (Zhou et al., ICLR 2021): in training, with probability ``p`` per batch, every
+    image's channel-wise feature means and standard deviations (its style, in shallow layers) are
+    replaced by a random convex mix of its own and another image's of the batch, so the network
+    sees new styles of the same anatomy. No weights, and the identity in eval mode.
+
+    Args:
+        p: probability of mixing a batch (0: never).
+        alpha: the mixing weights are drawn from Beta(alpha, alpha) (MixStyle: 0.1).
+        eps: added to the variance.
+    """
+
+    def __init__(self, p: float = 0.5, alpha: float = 0.1, eps: float = 1e-6):
+        super().__init__()
+        if not 0 <= p <= 1 or alpha <= 0:
+            raise ValueError(f"MixStyle needs 0 <= p <= 1 and alpha > 0, got p={p}, alpha={alpha}")
+        self.p, self.alpha, self.eps = p, alpha, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        if not self.training or b < 2 or float(torch.rand(1)) >= self.p:
+            return x
+        # the statistics are detached, as in MixStyle: the style is resampled, not learned through
+        mu = x.mean(dim=(2, 3), keepdim=True).detach()
+        sigma = (x.var(dim=(2, 3), keepdim=True) + self.eps).sqrt().detach()
+        # Beta(a, a) as a ratio of two Gamma(a) draws (torch.distributions is not scriptable)
+        shape = torch.full((b, 1, 1, 1), self.alpha, dtype=x.dtype, device=x.device)
+        g1, g2 = torch._standard_gamma(shape), torch._standard_gamma(shape)
+        lam = g1 / (g1 + g2).clamp_min(1e-12)
+        # a random cyclic shift, not MixStyle's permutation: with batches of 4 a permutation leaves
+        # one image in four unmixed on average, a shift none
+        shift = torch.randint(1, b, (1,), device=x.device)
+        other = (torch.arange(b, device=x.device) + shift) % b
+        mixed_mu = lam * mu + (1 - lam) * mu[other]
+        mixed_sigma = lam * sigma + (1 - lam) * sigma[other]
+        return (x - mu) / sigma * mixed_sigma + mixed_mu
+
+
 def _instance_batch_norm(bn: nn.BatchNorm2d) -> InstanceBatchNorm:
     """An ``InstanceBatchNorm`` carrying ``bn``'s (possibly pretrained) affine weights and, in its
     batch half, its running statistics."""
@@ -195,6 +233,9 @@ class CLIPBackbone(nn.Module):
             IBN-Net-a: the first norm of every block of stages 1-3 becomes an
             ``InstanceBatchNorm`` (half its channels per image), the stem and stage 4 keep batch
             norms.
+        mixstyle: ModifiedResNet only: ``MixStyle`` probability after stages 1 and 2 in training
+            (0: off).
+        mixstyle_alpha: ``MixStyle``'s Beta parameter.
     """
 
     # constants, so that TorchScript compiles only the branch of this tower
@@ -208,8 +249,11 @@ class CLIPBackbone(nn.Module):
         half_resolution: bool = False,
         vit_pyramid_widths: Sequence[float] = (0.25, 0.5, 1.0, 1.0),
         image_norm: str = "batch",
+        mixstyle: float = 0.0,
+        mixstyle_alpha: float = 0.1,
     ):
         super().__init__()
+        self.mixstyle = MixStyle(mixstyle, mixstyle_alpha)
         if image_norm not in IMAGE_NORMS:
             raise ValueError(f"image_norm must be one of {', '.join(IMAGE_NORMS)}; got {image_norm!r}")
         self.visual = visual
@@ -242,6 +286,8 @@ class CLIPBackbone(nn.Module):
                 raise ValueError("half_resolution needs a ModifiedResNet: a ViT has no stride-2 features")
             if image_norm != "batch":
                 raise ValueError(f"image_norm={image_norm!r} needs a ModifiedResNet: a ViT has layer norms only")
+            if mixstyle:
+                raise ValueError(f"mixstyle={mixstyle} needs a ModifiedResNet: a ViT has no convolutional stages to mix")
         elif isinstance(visual, ModifiedResNet):
             self.is_vit = False
             self.patch = 32
@@ -308,8 +354,8 @@ class CLIPBackbone(nn.Module):
         x = rn.act2(rn.bn2(rn.conv2(x)))
         half = rn.act3(rn.bn3(rn.conv3(x)))
         stages = [rn.avgpool(half)]
-        stages.append(rn.layer1(stages[-1]))
-        stages.append(rn.layer2(stages[-1]))
+        stages.append(self.mixstyle(rn.layer1(stages[-1])))
+        stages.append(self.mixstyle(rn.layer2(stages[-1])))
         stages.append(rn.layer3(stages[-1]))
         stages.append(rn.layer4(stages[-1]))
         maps = [stages[i] for i in self.indices]

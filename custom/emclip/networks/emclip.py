@@ -42,6 +42,9 @@ class EMCLIP(nn.Module):
         image_norm: ResNet towers only: ``batch`` (their own norms), or per-image norms with the
             same affine weights: ``instance``, ``group``, ``stem``, or ``ibn`` (IBN-Net-a's half
             instance norms in stages 1-3; see ``CLIPBackbone``).
+        mixstyle: ResNet towers only: probability of MixStyle (feature styles mixed between the
+            images of a batch) after stages 1 and 2 in training; 0: off. mixstyle_alpha: its Beta
+            parameter. Neither changes the weights, so any value loads any checkpoint.
         freeze_image: keep the image tower fixed.
         freeze_text: keep the text tower fixed (default); it is then dropped after encoding.
         use_em: enable EM aggregation (``False``: the EM ablation).
@@ -74,6 +77,8 @@ class EMCLIP(nn.Module):
         feature_indices: Sequence[int] | None = None,
         vit_pyramid_widths: Sequence[float] = (0.25, 0.5, 1.0, 1.0),
         image_norm: str = "batch",
+        mixstyle: float = 0.0,
+        mixstyle_alpha: float = 0.1,
         freeze_image: bool = False,
         freeze_text: bool = True,
         use_em: bool = True,
@@ -104,7 +109,7 @@ class EMCLIP(nn.Module):
         # a ModifiedResNet has its own stride-2 stem map; a ViT's comes from the light stem
         resnet_half = output_stride <= 2 and not isinstance(clip.visual, VisionTransformer)
         self.backbone = CLIPBackbone(
-            clip.visual, feature_indices, freeze_image, resnet_half, vit_pyramid_widths, image_norm
+            clip.visual, feature_indices, freeze_image, resnet_half, vit_pyramid_widths, image_norm, mixstyle, mixstyle_alpha
         )
         clip.visual = None  # the text tower alone may be kept below
         clip.logit_scale.requires_grad_(False)
