@@ -340,3 +340,27 @@ def test_two_process_ddp_training_on_cpu(data, tmp_path):
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert (tmp_path / "models" / "fundus" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("gamma,scale", [(2.0, 1.0), (1.0, 0.6), (0.5, 1.5)])
+def test_input_appearance_shift_maps_the_intensities_before_normalisation(data, gamma, scale):
+    """evaluate.yaml's input_gamma and input_scale change what the network sees as documented,
+    on the [0, 1] intensities before the CLIP normalisation, and leave the label alone."""
+    from monai.bundle import ConfigParser
+
+    from emclip.data import CLIP_MEAN, CLIP_STD
+
+    def evaluated(**overrides):
+        parser = ConfigParser()
+        parser.read_config(cfg("train", "fundus", "evaluate"))
+        parser.update({"dataset_dir": str(data / "fundus"), "train_domains": ["SynthA"], "spatial_size": [64, 64], **overrides})
+        item = parser.get_parsed_content("splits")["eval"][0]
+        out = parser.get_parsed_content("validate#preprocessing")(item)
+        std, mean = torch.tensor(CLIP_STD).view(-1, 1, 1), torch.tensor(CLIP_MEAN).view(-1, 1, 1)
+        return torch.as_tensor(out["image"]) * std + mean, torch.as_tensor(out["label"])
+
+    (plain, label), (shifted, shifted_label) = evaluated(), evaluated(input_gamma=gamma, input_scale=scale)
+    assert torch.equal(label, shifted_label)
+    expected = (scale * plain.clamp(min=0) ** gamma).clamp(max=1.0)
+    assert torch.allclose(shifted, expected, atol=1e-5)
+    assert not torch.allclose(shifted, plain, atol=0.05)
