@@ -66,14 +66,30 @@ def test_spatial_transforms_move_label_with_image(task: str, channels: int, clas
     assert (expected == out["label"][0]).float().mean() > 0.9  # and both moved alike
 
 
-def test_intensity_transforms_leave_label_untouched() -> None:
-    intensity = tuple(n for n in _switches("fundus") if n not in SPATIAL)
-    chain = _augmentation("fundus", intensity)
+@pytest.mark.parametrize(("task", "channels", "classes"), [("fundus", 3, 3), ("cardiac", 1, 4)])
+def test_intensity_transforms_leave_label_untouched(task: str, channels: int, classes: int) -> None:
+    intensity = tuple(n for n in _switches(task) if n not in SPATIAL)
+    chain = _augmentation(task, intensity)
     chain.set_random_state(0)
-    sample = _sample(3, 3)
+    sample = _sample(channels, classes)
     out = chain(dict(sample))
     assert torch.equal(out["label"], sample["label"])
     assert not torch.allclose(out["image"], sample["image"], atol=1e-3)
+
+
+def test_cardiac_intensity_scale_multiplies_the_whole_image_within_its_range() -> None:
+    chain = _augmentation("cardiac", ("intensity_scale",))
+    sample = _sample(1, 4)
+    sample["image"] = sample["image"] * 0.6  # room above: the final clip at 1 does not bite
+    ratios = []
+    for seed in range(6):
+        chain.set_random_state(seed)
+        out = chain(dict(sample))
+        ratio = out["image"] / sample["image"]
+        assert torch.allclose(ratio, ratio.mean(), atol=1e-4)  # one factor for every pixel
+        ratios.append(float(ratio.mean()))
+    assert all(1 / 1.5 - 1e-3 <= r <= 1.5 + 1e-3 for r in ratios)
+    assert min(ratios) < 1 < max(ratios)  # darker and brighter
 
 
 def test_gin_changes_image_not_label_and_is_seeded() -> None:
