@@ -61,6 +61,26 @@ def test_average_converges_to_constant_weights_and_round_trips():
     torch.testing.assert_close(other.network[0].weight, trained[0].weight)
 
 
+def test_average_starts_from_weights_loaded_when_training_starts():
+    """MONAI Label fine-tunes by loading the current model in a start handler, after the copy."""
+    from ignite.engine import Engine, Events
+
+    trained = net()
+    average = WeightAverage(trained, 0.99)
+    engine = Engine(lambda engine, batch: None)
+    average.attach(engine)
+
+    @engine.on(Events.STARTED)
+    def load_checkpoint(_):
+        with torch.no_grad():
+            for p in trained.parameters():
+                p.add_(1.0)
+
+    engine.run([0, 1, 2], max_epochs=1)
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(average.network.state_dict()[name], value)
+
+
 def test_ddp_like_wrapper_is_unwrapped():
     inner = net()
     wrapper = types.SimpleNamespace(module=inner)

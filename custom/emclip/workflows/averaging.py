@@ -49,7 +49,16 @@ class WeightAverage:
 
     def attach(self, engine: Engine) -> None:
         if self.decay > 0:
+            engine.add_event_handler(Events.ITERATION_STARTED(once=1), self.restart)
             engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    @torch.no_grad()
+    def restart(self, engine: Engine | None = None) -> None:
+        """Start the average from the trained weights as the first step begins: weights loaded by the
+        engine's start handlers (MONAI Label's fine-tuning from the current model, a pretrained
+        checkpoint) came after the copy was taken. A resumed run starts past step 1 and keeps the
+        average its checkpoint restored."""
+        self.network.load_state_dict(self.trained.state_dict())
 
     @torch.no_grad()
     def __call__(self, engine: Engine) -> None:
