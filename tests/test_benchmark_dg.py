@@ -178,3 +178,14 @@ def test_validation_table_is_the_source_split_mean_over_classes_and_seeds():
     assert table[0] == "| task | source | test time | emclip | unet |"
     assert table[2:] == ["| cardiac | A | none | 0.500 | n/a |"]
     assert dg.validation_table([r for r in rows if r["split"] == "eval"], ["unet"]) == ""
+
+
+def test_test_time_table_puts_each_setting_in_a_column_at_zoom_1():
+    row = {"task": "cardiac", "source": "B", "domain": "A", "split": "eval", "model": "emclip", "class": "RV"}
+    rows = [{**row, "seed": s, "test_time": t, "zoom": z, "dice": d} for s, t, z, d in
+            ((0, "none", 1.0, 0.4), (1, "none", 1.0, 0.6), (0, "brighter", 1.0, 0.7), (1, "brighter", 1.0, 0.9),
+             (0, "brighter", 0.7, 0.1))]   # another zoom: not in the table
+    table = dg.test_time_table(rows).splitlines()
+    assert table[0] == "| task | source -> domain | split | model | class | seeds | none | brighter |"
+    assert table[2:] == ["| cardiac | B -> A | eval | emclip | RV | 2 | 0.500 | 0.800 |"]
+    assert dg.test_time_table([r for r in rows if r["test_time"] == "none"]) == ""

@@ -21,7 +21,8 @@ also evaluated with its input zoomed (evaluate.yaml's ``input_zoom``) on the uns
 the source validation split, plainly and with each named test-time setting of ``scale_sweep``'s
 ``test_time`` for the run's task (evaluation overrides, e.g. fundus's two-pass refinement): ``dg_scale.csv``, ``dg_scale.md`` (per zoom, mean over the seeds), ``dg_scale_<task>.png`` and, with the ``val``
 split, ``dg_val.md`` (per model, the mean Dice over the classes on the source validation split at
-zoom 1: what a default is chosen on).
+zoom 1: what a default is chosen on); with two or more test-time settings, ``dg_test_time.md``
+(Dice at zoom 1 per model and class, a column per setting).
 """
 
 from __future__ import annotations
@@ -372,6 +373,26 @@ def scale_table(rows: list[dict[str, Any]], metric: str = "dice") -> str:
     return "\n".join(lines) + "\n"
 
 
+def test_time_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: Dice at zoom 1 (mean over the seeds) per task, source, domain, split, model and
+    class, a column per test-time setting (``none`` first); empty with fewer than two settings."""
+    settings = list(dict.fromkeys([NO_TEST_TIME, *(r["test_time"] for r in rows)]))
+    if len(settings) < 2:
+        return ""
+    cells: dict[tuple, dict[str, list[float]]] = {}
+    for r in rows:
+        if r["zoom"] == 1.0 and not math.isnan(r["dice"]):
+            key = (r["task"], r["source"], r["domain"], r["split"], r["model"], r["class"])
+            cells.setdefault(key, {}).setdefault(r["test_time"], []).append(r["dice"])
+    head = ["task", "source -> domain", "split", "model", "class", "seeds", *settings]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (task, source, domain, split, model, name), by_setting in sorted(cells.items(), key=lambda c: c[0][:4]):
+        seeds = "/".join(map(str, sorted({len(v) for v in by_setting.values()})))
+        values = [f"{np.mean(by_setting[t]):.3f}" if t in by_setting else "" for t in settings]
+        lines.append("| " + " | ".join([task, f"{source} -> {domain}", split, model, name, seeds, *values]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def validation_table(rows: list[dict[str, Any]], models: list[str]) -> str:
     """Markdown: the number a default is chosen on. Per task, source and test-time setting, the mean
     Dice over the classes on the source validation split at zoom 1 (each seed's mean over the
@@ -517,6 +538,9 @@ def write_outputs(
         sizes = ("\n### Size ratio (predicted over annotated size, median over the cases; below 1: under-segmented)\n\n"
                  + scale_table(scale, SIZE_RATIO)) if any(not math.isnan(r.get(SIZE_RATIO, math.nan)) for r in scale) else ""
         (output / "dg_scale.md").write_text(scale_table(scale) + sizes, encoding="utf-8")
+        by_setting = test_time_table(scale)
+        if by_setting:
+            (output / "dg_test_time.md").write_text(by_setting, encoding="utf-8")
         chosen_on = validation_table(scale, models)
         if chosen_on:
             (output / "dg_val.md").write_text(chosen_on, encoding="utf-8")
