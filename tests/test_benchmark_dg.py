@@ -189,3 +189,13 @@ def test_test_time_table_puts_each_setting_in_a_column_at_zoom_1():
     assert table[0] == "| task | source -> domain | split | model | class | seeds | none | brighter |"
     assert table[2:] == ["| cardiac | B -> A | eval | emclip | RV | 2 | 0.500 | 0.800 |"]
     assert dg.test_time_table([r for r in rows if r["test_time"] == "none"]) == ""
+
+
+def test_cpu_name_adds_family_and_model(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC\n")
+    assert dg.cpu_name(info) == "AMD EPYC (cpu family 25, model 17)"
+    info.write_text("processor\t: 0\n")
+    assert dg.cpu_name(info) == dg.platform.machine()
+    assert dg.cpu_name(tmp_path / "missing") == dg.platform.machine()

@@ -555,15 +555,19 @@ def write_outputs(
     return summary
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else the machine type."""
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU model from /proc/cpuinfo (Linux) with its family and model numbers, else the machine
+    type. The numbers matter: a virtual CPU may be named only by its maker ("AMD EPYC"), and two
+    generations under one name give different training results for the same seed (other kernels)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        info = dict(line.split(":", 1) for line in cpuinfo.read_text().split("\n\n")[0].splitlines() if ":" in line)
     except OSError:
-        pass
-    return platform.machine()
+        return platform.machine()
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    if "model name" not in info:
+        return platform.machine()
+    numbers = ", ".join(f"{k} {info[k]}" for k in ("cpu family", "model") if k in info)
+    return f"{info['model name']} ({numbers})" if numbers else info["model name"]
 
 
 def main() -> None:
