@@ -100,3 +100,23 @@ def test_selection_ranks_source_validation_against_the_unseen_domain(tmp_path):
     assert table["A", "LV"]["low"] == pytest.approx(1.0)  # every resample of a perfect ranking is perfect
     text = (tmp_path / "out" / "selection.md").read_text()
     assert "| cardiac | B -> A | mean | 3 | -1.00" in text and "(one, two)" in text and f"--output {tmp_path / 'out'}`" in text
+
+
+def test_selection_with_a_stressed_validation_averages_the_test_time_settings(tmp_path):
+    from emclip.benchmarks import selection
+
+    # _screen's "plain" rows are 1 - val: the mean over both settings is 0.5 for every run, so the
+    # stressed validation has no ranking; a run without a second setting is left out of it
+    _screen(tmp_path / "one", [("A", "m1", (0.6, 0.6), (0.5, 0.5)), ("A", "m2", (0.7, 0.7), (0.6, 0.6))])
+    rows = selection.collect_pairs([tmp_path / "one"], "mean")
+    assert all(r["val"] == pytest.approx(0.5) for r in rows) and len({r["model"] for r in rows}) == 2
+    plain = tmp_path / "plain_only"
+    plain.mkdir()
+    scale = [r for r in report.read_csv(tmp_path / "one" / "dg_scale.csv") if r["test_time"] == "none"]
+    report.write_csv(scale, plain / "dg_scale.csv")
+    report.write_csv(report.read_csv(tmp_path / "one" / "dg_runs.csv"), plain / "dg_runs.csv")
+    assert selection.collect_pairs([plain], "mean") == [] and len(selection.collect_pairs([plain])) == len(rows)
+    selection.main(["--screens", str(tmp_path / "one"), "--val-test-time", "mean", "--output", str(tmp_path / "out")])
+    assert "--val-test-time mean --output" in (tmp_path / "out" / "selection.md").read_text()
+    with pytest.raises(ValueError, match="val_test_time"):
+        selection.collect_pairs([plain], "median")

@@ -7,8 +7,9 @@ Every default is chosen on the source domain's validation split, so a recipe tha
 better can only be found if that split orders models as an unseen domain would. This reads
 finished ``emclip.benchmarks.dg`` outputs (folders with a ``dg_scale.csv`` holding the ``val``
 split and a ``dg_runs.csv``), pairs each run's Dice on the source validation split (evaluation
-defaults, zoom 1) with its Dice on every unseen domain, per class and as the mean over the classes,
-and reports per task, source, domain and class the Spearman rank correlation over the runs with a
+defaults, zoom 1; or, with ``--val-test-time mean``, its mean over the test-time settings the
+split was evaluated with, a stressed validation where those settings are appearance shifts) with
+its Dice on every unseen domain, per class and as the mean over the classes, and reports per task, source, domain and class the Spearman rank correlation over the runs with a
 bootstrap 95% interval (runs resampled). Runs that appear in several folders with the same numbers
 (a baseline trained again on the same CPU type reproduces itself) count once.
 
@@ -30,19 +31,37 @@ from emclip.benchmarks.report import read_csv, write_csv
 __all__ = ["collect_pairs", "correlations", "main"]
 
 MEAN = "mean"
+NONE = "none"
 
 
-def collect_pairs(folders: Sequence[Path]) -> list[dict[str, Any]]:
-    """One row per distinct run, unseen domain and class (and the class mean): ``val`` and ``unseen`` Dice."""
+def collect_pairs(folders: Sequence[Path], val_test_time: str = NONE) -> list[dict[str, Any]]:
+    """One row per distinct run, unseen domain and class (and the class mean): ``val`` and ``unseen`` Dice.
+
+    Args:
+        folders: ``emclip.benchmarks.dg`` output folders.
+        val_test_time: ``none``: the run's Dice on the validation split with the evaluation
+            defaults; ``mean``: its mean over every test-time setting the split was evaluated with
+            (a stressed validation: an appearance shift per setting), runs with only the defaults
+            left out.
+    """
+    if val_test_time not in (NONE, MEAN):
+        raise ValueError(f"val_test_time: {val_test_time!r} is not {NONE!r} or {MEAN!r}")
     rows, seen = [], set()
     for folder in folders:
         scale, runs = folder / "dg_scale.csv", folder / "dg_runs.csv"
         if not (scale.is_file() and runs.is_file()):
             continue
-        val: dict[tuple, dict[str, float]] = {}
+        settings: dict[tuple, dict[str, dict[str, float]]] = {}
         for r in read_csv(scale):
-            if r["split"] == "val" and r["test_time"] == "none" and float(r["zoom"]) == 1.0:
-                val.setdefault((r["task"], r["source"], r["model"], r["seed"]), {})[r["class"]] = float(r["dice"])
+            if r["split"] == "val" and float(r["zoom"]) == 1.0:
+                run = (r["task"], r["source"], r["model"], r["seed"])
+                settings.setdefault(run, {}).setdefault(r["test_time"], {})[r["class"]] = float(r["dice"])
+        val = {}
+        for run, by_setting in settings.items():
+            if NONE not in by_setting or (val_test_time == MEAN and len(by_setting) < 2):
+                continue
+            chosen = [by_setting[NONE]] if val_test_time == NONE else list(by_setting.values())
+            val[run] = {c: float(np.mean([d[c] for d in chosen])) for c in by_setting[NONE]}
         unseen: dict[tuple, dict[str, float]] = {}
         for r in read_csv(runs):
             if r["domain"] != r["source"]:
@@ -104,15 +123,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--screens", type=Path, nargs="+", required=True, help="emclip.benchmarks.dg output folders")
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--val-test-time", choices=[NONE, MEAN], default=NONE,
+                        help="none: the validation Dice with the evaluation defaults; mean: averaged over the folder's test-time settings")
     args = parser.parse_args(argv)
-    rows = collect_pairs(sorted(args.screens))
+    rows = collect_pairs(sorted(args.screens), args.val_test_time)
     if not rows:
         parser.error("--screens: no folder has both dg_scale.csv (with the val split) and dg_runs.csv")
     table = correlations(rows)
     args.output.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.output / "selection.csv")
     screens = sorted({r["screen"] for r in rows})
-    command = " ".join(["python -m emclip.benchmarks.selection --screens", *map(str, args.screens), "--output", str(args.output)])
+    stressed = [] if args.val_test_time == NONE else ["--val-test-time", args.val_test_time]
+    command = " ".join(["python -m emclip.benchmarks.selection --screens", *map(str, args.screens), *stressed, "--output", str(args.output)])
     (args.output / "selection.md").write_text(
         f"Measured by `{command}`; the runs of {len(screens)} of its folders ({', '.join(screens)}).\n\n"
         + markdown(table), encoding="utf-8")
