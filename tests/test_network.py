@@ -7,7 +7,9 @@ from conftest import tiny_net
 from emclip.export import export_onnx, export_torchscript
 from emclip.losses import EMCLIPLoss
 from emclip.networks import EMAggregation, EMCLIP, build_clip, load_prompts
+from emclip.networks import standardize_images
 from emclip.networks.backbone import InstanceBatchNorm, MixStyle
+from emclip.workflows.checks import ConfigError, check_checkpoint
 
 
 @pytest.mark.parametrize("backbone", ["cpu-resnet", "cpu-vit"])
@@ -111,6 +113,36 @@ def test_mixstyle_changes_the_style_keeps_the_content_and_is_off_in_eval():
     assert net(torch.randn(2, 3, 64, 64))["pred"].shape == (2, 3, 64, 64)
     with pytest.raises(ValueError, match="needs a ModifiedResNet"):
         tiny_net(3, "cpu-vit", mixstyle=0.5)
+
+
+def test_input_norm_image_ignores_a_global_gain_and_offset(tmp_path):
+    """A scanner that renders the whole image brighter or darker changes nothing with input_norm image."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 96, 96)
+    shifted = 1.7 * x + 0.2
+    net = tiny_net(4, in_channels=1, input_norm="image").eval()
+    plain = tiny_net(4, in_channels=1).eval()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if k != "input_standardized"})
+    with torch.no_grad():
+        torch.testing.assert_close(net(shifted), net(x), atol=1e-4, rtol=0)
+        assert not torch.allclose(plain(shifted), plain(x), atol=1e-2)
+    # two numbers per image: the relations inside an image, and the colours, are kept
+    rgb = torch.rand(2, 3, 8, 8)
+    z = standardize_images(rgb)
+    torch.testing.assert_close(z.flatten(1).mean(1), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.flatten(1).std(1), torch.ones(2), atol=1e-3, rtol=0)
+    torch.testing.assert_close(z[:, 0] - z[:, 1], (rgb[:, 0] - rgb[:, 1]) / rgb.flatten(1).std(1).view(2, 1, 1), atol=1e-3, rtol=0)
+    assert torch.equal(standardize_images(torch.zeros(1, 1, 4, 4)), torch.zeros(1, 1, 4, 4))  # a blank image stays finite
+    # weightless, so a marker keeps a checkpoint from loading into a network with the other setting
+    with pytest.raises(RuntimeError, match="input_standardized"):
+        plain.load_state_dict(net.state_dict())
+    with pytest.raises(RuntimeError, match="input_standardized"):
+        net.load_state_dict(plain.state_dict())
+    torch.save(plain.state_dict(), tmp_path / "plain.pt")
+    with pytest.raises(ConfigError, match=r"1 missing \(e.g. 'input_standardized'\); use the backbone and network_def settings"):
+        check_checkpoint(str(tmp_path / "plain.pt"), 4, net)
+    with pytest.raises(ValueError, match="input_norm must be one of none, image; got 'batch'"):
+        tiny_net(3, input_norm="batch")
 
 
 def test_grayscale_input_and_training_outputs():
@@ -284,7 +316,7 @@ def test_torchscript_and_onnx_match_eager(tmp_path, backbone):
     # the ViT towers share the ViT branch of the backbone: each flag value once, to keep the time down
     + [(b, {"use_em": e, "text_guided": not e}) for b in ("cpu-vit", "ViT-B-16") for e in (True, False)]
     # the finer decoder levels: the ResNet stem's stride-2 map, the light conv stem, per-level EM
-    + [("cpu-resnet", {"output_stride": 2, "image_norm": "instance", "mixstyle": 0.5}), ("cpu-resnet", {"output_stride": 1, "text_guided": False, "image_norm": "ibn"}),
+    + [("cpu-resnet", {"output_stride": 2, "image_norm": "instance", "mixstyle": 0.5}), ("cpu-resnet", {"output_stride": 1, "text_guided": False, "image_norm": "ibn", "input_norm": "image"}),
        ("cpu-vit", {"output_stride": 1, "em_levels": [0, 2], "vit_pyramid_widths": (0.25, 0.5, 0.5, 0.25)})],
 )
 def test_torch_jit_script_matches_eager(tmp_path, backbone, options):

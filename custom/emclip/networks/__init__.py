@@ -3,7 +3,7 @@
 from emclip.networks.backbone import CLIPBackbone, build_clip
 from emclip.networks.decoder import PixelDecoder, TextCrossAttention
 from emclip.networks.em import EMAggregation
-from emclip.networks.emclip import EMCLIP
+from emclip.networks.emclip import EMCLIP, INPUT_NORMS, standardize_images
 from emclip.networks.presets import PRESETS, get_preset
 from emclip.networks.text import ClassTextEmbeddings, encode_class_prompts, load_prompts
 
@@ -14,6 +14,8 @@ __all__ = [
     "TextCrossAttention",
     "EMAggregation",
     "EMCLIP",
+    "INPUT_NORMS",
+    "standardize_images",
     "PRESETS",
     "get_preset",
     "ClassTextEmbeddings",

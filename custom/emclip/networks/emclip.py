@@ -16,7 +16,19 @@ from emclip.networks.presets import PRESETS
 from emclip.networks.stem import DetailStem
 from emclip.networks.text import ClassTextEmbeddings
 
-__all__ = ["EMCLIP"]
+__all__ = ["INPUT_NORMS", "EMCLIP", "standardize_images"]
+
+INPUT_NORMS = ("none", "image")
+
+
+def standardize_images(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each image minus its mean, over its standard deviation, both taken over all its channels and
+    pixels: two numbers per image, so intensities keep their relations within the image (and the
+    colours theirs), while a global gain or offset of the scanner no longer reaches the network."""
+    flat = x.flatten(1)
+    mean = flat.mean(dim=1).view(-1, 1, 1, 1)
+    std = flat.std(dim=1).view(-1, 1, 1, 1)
+    return (x - mean) / (std + eps)
 
 
 class EMCLIP(nn.Module):
@@ -33,6 +45,10 @@ class EMCLIP(nn.Module):
         backbone: preset name (``cpu-resnet``, ``cpu-vit``), open_clip model name, or config dict.
         pretrained: ``None``, an open_clip tag, or a local open_clip checkpoint path.
         in_channels: input channels; 1 is repeated to RGB, 3 is used as is, others get a 1x1 conv.
+        input_norm: ``none`` takes the input as the pipeline normalised it; ``image`` standardises
+            each image by its own mean and standard deviation first (``standardize_images``), so
+            the output does not change when a scanner renders the whole image brighter or darker
+            (a ResNet tower's batch norms otherwise carry the training set's intensity level).
         prompts: prompt set name (``fundus``, ``cardiac``), JSON path, or dict (see ``load_prompts``).
         encode_text: encode the prompts at construction. ``False`` builds no tokenizer and leaves
             the text buffer to a checkpoint (inference, export).
@@ -72,6 +88,7 @@ class EMCLIP(nn.Module):
         backbone: str | dict[str, Any] = "cpu-resnet",
         pretrained: str | None = None,
         in_channels: int = 3,
+        input_norm: str = "none",
         prompts: str | dict[str, Any] = "fundus",
         encode_text: bool = True,
         feature_indices: Sequence[int] | None = None,
@@ -101,6 +118,8 @@ class EMCLIP(nn.Module):
         super().__init__()
         if em_init not in ("text", "random"):
             raise ValueError(f"em_init must be 'text' or 'random', got {em_init!r}")
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}; got {input_norm!r}")
         if output_stride not in (1, 2, 4):
             raise ValueError(f"output_stride must be 4, 2 or 1, got {output_stride!r}")
         if not set(em_levels) <= {0, 1, 2, 3}:
@@ -122,6 +141,11 @@ class EMCLIP(nn.Module):
             nn.Identity() if in_channels in (1, 3) else nn.Conv2d(in_channels, 3, kernel_size=1)
         )
         self.in_channels = in_channels
+        self.standardize = input_norm == "image"
+        if self.standardize:
+            # no weights of its own, so without this marker a checkpoint trained with it would load
+            # into a network without it (or the reverse) and predict from other inputs, silently
+            self.register_buffer("input_standardized", torch.ones(()))
         seed = self.text.embeddings if em_init == "text" and encode_text else None
         self.em = (
             EMAggregation(embed_dim, em_bases, em_iterations, em_temperature, em_momentum, init_bases=seed)
@@ -156,6 +180,8 @@ class EMCLIP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         size = x.shape[-2:]
+        if self.standardize:
+            x = standardize_images(x)
         rgb = x.expand(-1, 3, -1, -1) if self.in_channels == 1 else self.input_adapter(x)
         levels, dense = self.backbone(rgb)
         fine = len(levels) - 4
