@@ -178,3 +178,21 @@ def test_unlabelled_slices_train_as_background(tmp_path: Path) -> None:
     )
     for s in labelled:
         assert torch.equal(by_slice[(s["subject"], s["phase"], s["slice"])], s["label"])
+
+
+def test_equalize_divides_out_a_monotone_intensity_mapping(tmp_path: Path) -> None:
+    """With preprocess#equalize on, a scanner's gain or gamma leaves the network's input (nearly) unchanged."""
+    _split_out(tmp_path, {"AAA111": "A"})
+    item = build_datalist(tmp_path, "cardiac")[0]
+    raw = nib.load(item["image"])
+    rendered = {}
+    for name, mapping in {"as_is": lambda x: x, "gain": lambda x: 3.0 * x, "gamma": lambda x: 500.0 * (x / 500.0) ** 1.5}.items():
+        path = _nifti(tmp_path / name / "AAA111_sa_ED.nii.gz", mapping(raw.get_fdata()).astype(np.float32))
+        for on in (True, False):
+            chain = Compose(preprocessing("cardiac", spatial_size=48, **{"preprocess#equalize#_disabled_": not on}))
+            rendered[name, on] = chain({"image": str(path)})["image"]
+    equalized = rendered["as_is", True]
+    assert 0.0 <= float(equalized.min()) and float(equalized.max()) <= 1.0
+    torch.testing.assert_close(rendered["gain", True], equalized, atol=1e-5, rtol=0)
+    assert float((rendered["gamma", True] - equalized).abs().mean()) < 0.01
+    assert float((rendered["gamma", False] - rendered["as_is", False]).abs().mean()) > 0.05
