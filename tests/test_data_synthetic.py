@@ -17,6 +17,7 @@ from emclip.data import (
     cache_nbytes,
     load_datalist,
     make_dataset,
+    make_slice_dataset,
     read_fundus_label,
     task_transforms,
     write_synthetic,
@@ -106,8 +107,29 @@ def test_make_dataset_caches_preprocessing(synthetic_root: Path, tmp_path: Path,
     assert sample["domain"] == items[0]["domain"]
     if cache == "memory":
         assert cache_nbytes(dataset) >= 3 * (3 + 1) * 32 * 32 * 4  # image and label of 3 items
-    if cache == "disk":
-        assert len(list((tmp_path / "cache").iterdir())) == 1  # written at first access
+    if cache == "disk":  # written at first access, in the folder of this preprocessing
+        assert [len(list(d.iterdir())) for d in (tmp_path / "cache").iterdir()] == [1]
+
+
+def test_disk_cache_is_keyed_by_the_preprocessing(synthetic_root: Path, tmp_path: Path) -> None:
+    """Another preprocessing in the same cache folder gets its own volumes, not the earlier run's."""
+    def first_image(task: str, keys: tuple[str, ...], **overrides) -> torch.Tensor:
+        items = build_datalist(synthetic_root / task, task)[:2]
+        if task == "fundus":
+            chain = task_transforms(task, "preprocess", overrides=overrides)
+            return make_dataset(items, chain, cache="disk", cache_dir=tmp_path / task, progress=False)[0]["image"]
+        chain = task_transforms(task, "preprocess", overrides=overrides)
+        return make_slice_dataset(items, chain, keys=keys, cache_dir=tmp_path / task, progress=False)[0]["image"]
+
+    assert first_image("fundus", (), spatial_size=[32, 32]).shape[-1] == 32
+    assert first_image("fundus", (), spatial_size=[40, 40]).shape[-1] == 40
+    assert first_image("fundus", (), spatial_size=[32, 32]).shape[-1] == 32  # the first folder, reused
+    assert len(list((tmp_path / "fundus").iterdir())) == 2
+    size = {"spatial_size": [32, 32]}
+    plain = first_image("cardiac", ("image", "label"), **size)
+    equalized = first_image("cardiac", ("image", "label"), **size, **{"preprocess#equalize#_disabled_": False})
+    assert not torch.allclose(plain, equalized)
+    assert len(list((tmp_path / "cardiac").iterdir())) == 2
 
 
 def test_evaluation_transforms_are_deterministic(synthetic_root: Path) -> None:

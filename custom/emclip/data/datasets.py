@@ -13,6 +13,7 @@ and keeps them in memory.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from emclip.data.common import DataError, chained_error, logger
 from emclip.data.transforms import CheckLabelsd, CheckSameShaped
 
-__all__ = ["CACHE_MODES", "ItemScreen", "ScreenedTransform", "cache_nbytes", "screen_items", "expand_slices", "make_dataset", "make_slice_dataset"]
+__all__ = ["CACHE_MODES", "ItemScreen", "ScreenedTransform", "cache_nbytes", "screen_items", "expand_slices", "keyed_cache_dir", "make_dataset", "make_slice_dataset"]
 
 CACHE_MODES: tuple[str, ...] = ("memory", "disk", "none")
 
@@ -161,6 +162,25 @@ def _split_cached(transform: Compose) -> tuple[Compose, list[Callable]]:
     return Compose(transform.transforms[:first]), list(transform.transforms[first:])
 
 
+def keyed_cache_dir(cache_dir: str | Path, cached: Compose) -> Path:
+    """``cache_dir`` / a digest of the settings of the transforms a disk cache keeps.
+
+    MONAI's ``PersistentDataset`` names a cached item by its datalist entry alone, so a run with
+    other preprocessing (another spacing, equalisation switched on) in the same folder would read
+    the volumes the earlier preprocessing made. Keyed by the pickled transforms, each preprocessing
+    gets a folder of its own, and runs with the same preprocessing share one. Transforms that do
+    not pickle (a lambda) are keyed by their class names, which a change of their settings does
+    not change: that is logged.
+    """
+    try:
+        key = pickle.dumps(cached.transforms)
+    except (pickle.PicklingError, AttributeError, TypeError) as err:
+        logger.warning("disk cache %s: the preprocessing does not pickle (%s); it is keyed by transform names only, "
+                       "so delete the folder after changing a transform's settings", cache_dir, err)
+        key = " ".join(type(t).__qualname__ for t in cached.transforms).encode()
+    return Path(cache_dir) / f"preprocess-{hashlib.blake2b(key, digest_size=8).hexdigest()}"
+
+
 def _screened(dataset: Dataset, screen: ItemScreen, desc: str | None) -> Iterator[Any]:
     """Load every item of ``dataset`` once in this thread, recording a ``DataError`` and going on; yields the items loaded."""
     indices: Iterable[int] = range(len(dataset))
@@ -198,7 +218,8 @@ def make_dataset(
         transforms: transform list (or a ``Compose``); deterministic ones first.
         cache: ``"memory"`` (``CacheDataset``), ``"disk"`` (``PersistentDataset`` in
             ``cache_dir``, reused by later runs) or ``"none"``.
-        cache_dir: folder for ``"disk"``.
+        cache_dir: folder for ``"disk"``; each preprocessing caches in a subfolder of its own
+            (:func:`keyed_cache_dir`).
         num_workers: threads that fill the memory cache.
         progress: fill the cache now with a progress bar; without it the disk cache fills lazily
             on first access (the memory cache always fills now).
@@ -231,7 +252,7 @@ def make_dataset(
     if cache == "memory":
         dataset = CacheDataset(list(data), screened, cache_rate=1.0, num_workers=num_workers, progress=progress)
     else:
-        dataset = PersistentDataset(list(data), screened, cache_dir=cache_dir)
+        dataset = PersistentDataset(list(data), screened, cache_dir=keyed_cache_dir(cache_dir, cached))
         if progress:  # fill (or check) the cache now, in one visible pass, instead of during epoch one
             for _ in _screened(dataset, screen, "Caching to disk"):
                 pass
@@ -296,14 +317,18 @@ def make_slice_dataset(
         preprocess: deterministic volume transforms, e.g. ``task_transforms("cardiac", "preprocess")``.
         transforms: per-slice transforms (augmentation, normalisation), run at every access.
         keys: image key, then label key.
-        cache_dir: when given, preprocessed volumes are also cached on disk for later runs.
+        cache_dir: when given, preprocessed volumes are also cached on disk for later runs (in a
+            subfolder per preprocessing, :func:`keyed_cache_dir`).
         labelled_only: keep only slices with foreground (see ``expand_slices``).
         progress: show a progress bar while volumes are preprocessed.
     """
     screen = ItemScreen(keys)
     # raising at once keeps a failed volume out of the disk cache; the loop records it and goes on
-    chain = ScreenedTransform(_compose(preprocess), screen, collect=False)
-    volumes = PersistentDataset(list(data), chain, cache_dir=cache_dir) if cache_dir else Dataset(list(data), chain)
+    preprocess = _compose(preprocess)
+    chain = ScreenedTransform(preprocess, screen, collect=False)
+    volumes = (
+        PersistentDataset(list(data), chain, cache_dir=keyed_cache_dir(cache_dir, preprocess)) if cache_dir else Dataset(list(data), chain)
+    )
     slices = expand_slices(_screened(volumes, screen, "Preprocessing volumes" if progress else None), keys, labelled_only)
     screen.report(f"preprocessing {len(data)} volumes")
     return Dataset(slices, _compose(transforms))
