@@ -116,7 +116,7 @@ def plan_runs(settings: dict[str, Any], data_root: Path, work_dir: Path) -> list
                     "train_domains": [source],
                     "seed": seed,
                     "bundle_root": str(work_dir / f"{task}_{source}" / model / f"seed{seed}"),
-                    # one preprocessing cache per task: the deterministic part is the same in every run
+                    # one cache folder per task, shared by the runs of one preprocessing (emclip.data.keyed_cache_dir)
                     "train#dataset#cache_dir": str(work_dir / "cache" / task),
                 }
                 runs.append({"task": task, "source": source, "model": model, "seed": seed, "overrides": overrides})

@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "summarize": "datalist",
     "cache_nbytes": "datasets",
     "expand_slices": "datasets",
+    "keyed_cache_dir": "datasets",
     "make_dataset": "datasets",
     "make_slice_dataset": "datasets",
     "FUNDUS_CLASSES": "fundus",
