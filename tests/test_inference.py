@@ -90,7 +90,7 @@ def test_postprocess_adds_no_foreground_but_holes_and_keeps_the_cup_in_the_disc(
     rng = np.random.default_rng(0)
     fundus, cardiac = steps["fundus"], steps["cardiac"]
     assert list(fundus) == ["largest_component", "fill_holes", "cup_in_disc"]
-    assert list(cardiac) == ["largest_component", "fill_holes"]
+    assert list(cardiac) == ["largest_component", "myo_near_lv", "fill_holes"]
     for _ in range(20):
         raw = _blobs(rng, (48, 40), (1, 2))
         out = postprocess(raw, fundus, *fundus)
@@ -151,6 +151,27 @@ def test_postprocess_blocks_take_any_labels():
         inference.FillLabelHolesd("pred", labels=[])
     with pytest.raises(ValueError, match="one channel first"):
         inference.FillLabelHolesd("pred", labels=[1])({"pred": label})
+
+
+def test_keep_near_label_removes_a_distant_structure_in_millimetres():
+    from monai.data import MetaTensor
+
+    label = np.zeros((40, 40, 3), np.int64)
+    label[15:25, 15:25] = 2            # myocardium around ...
+    label[17:23, 17:23] = 1            # ... the LV cavity, in every slice
+    label[15:25, 29:32] = 2            # a band 7 to 9 pixels from the cavity, apart from the wall
+    label[:, :, 2] = np.where(label[:, :, 2] == 1, 2, label[:, :, 2])  # apical slice: no cavity labelled
+    step = inference.KeepNearLabeld("pred", labels=[2], anchor=[1], max_distance=10.0, slice_dim=2)
+    at_1mm = np.asarray(step({"pred": label[None]})["pred"])[0]
+    assert (at_1mm[15:25, 29:32, :2] == 2).all()  # within 10 mm at 1 mm pixels
+    at_2mm = step({"pred": MetaTensor(label[None], affine=np.diag([2.0, 2.0, 8.0, 1.0]))})["pred"]
+    out = np.asarray(at_2mm)[0]
+    assert isinstance(at_2mm, MetaTensor)
+    assert (out[15:25, 29:32, :2] == 0).all()   # 14 mm and more from the cavity: background
+    assert (out[15:25, 15:25, :2] == label[15:25, 15:25, :2]).all()  # the wall and the cavity stay
+    np.testing.assert_array_equal(out[..., 2], label[..., 2])  # no cavity in the slice: unchanged
+    with pytest.raises(ValueError, match="max_distance must be > 0"):
+        inference.KeepNearLabeld("pred", labels=[2], anchor=[1], max_distance=0)
 
 
 def test_tent_adapts_and_restores_the_network():

@@ -6,7 +6,7 @@ source validation split.
 """
 
 from emclip.inference.inferer import TestTimeInferer, supports_refine
-from emclip.inference.postprocess import FillLabelHolesd, KeepLargestInsided, fill_holes, largest_component
+from emclip.inference.postprocess import FillLabelHolesd, KeepLargestInsided, KeepNearLabeld, fill_holes, largest_component
 from emclip.inference.refine import DiscRefiner, disc_fraction, measure_disc_fraction
 from emclip.inference.tent import case_statistics, entropy, norm_layers, tent_adaptation
 from emclip.inference.tta import flip_combinations, flip_ensemble
@@ -17,6 +17,7 @@ __all__ = [
     "EIGHT_BIT_EXTS",
     "FillLabelHolesd",
     "KeepLargestInsided",
+    "KeepNearLabeld",
     "PredictiveEntropyd",
     "TestTimeInferer",
     "case_statistics",

@@ -9,7 +9,10 @@ and the slice axis are the steps' arguments. The largest component is MONAI's
   cup), or of each 2D slice of a volume (a hole of the LV cavity is open in 3D at the basal and
   apical slices);
 * :class:`KeepLargestInsided`: one structure's largest component inside another's largest
-  component (the cup in the disc); its other pixels take the outer structure's label.
+  component (the cup in the disc); its other pixels take the outer structure's label;
+* :class:`KeepNearLabeld`: a structure only within a distance of another, slice by slice (the
+  myocardium, a wall a few millimetres thick around the LV cavity); its farther pixels become
+  background.
 
 Label maps are channel-first with one channel, ``(1, *spatial)``, numpy or torch (the result has
 the input's type and metadata). Components are connected through faces, edges and corners.
@@ -26,7 +29,7 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
-__all__ = ["FillLabelHolesd", "KeepLargestInsided", "fill_holes", "largest_component"]
+__all__ = ["FillLabelHolesd", "KeepLargestInsided", "KeepNearLabeld", "fill_holes", "largest_component"]
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -134,5 +137,54 @@ class KeepLargestInsided(MapTransform):
             inner = np.isin(label, self.inner)
             kept = largest_component(inner & largest_component(np.isin(label, self.outer)))
             label[inner & ~kept] = self.fill
+            d[key] = convert_to_dst_type(label[None], d[key], dtype=d[key].dtype)[0]
+        return d
+
+
+class KeepNearLabeld(MapTransform):
+    """Keep a structure's pixels within ``max_distance`` millimetres of an anchor structure, in
+    each slice; the farther ones take ``fill``.
+
+    A model that has learnt a structure by its grey level can label tissue of that grey level
+    elsewhere as it (a model trained on one MRI vendor marks dark tissue beside the heart of
+    another vendor as myocardium). The myocardium is a wall around the LV cavity, so its pixels
+    lie within a wall's thickness of it. A slice without the anchor is left as it is: the apical
+    slices of end-systole can show myocardium around a cavity too small to label.
+
+    Args:
+        keys: label-map keys, ``(1, *spatial)``; a MetaTensor's affine gives the voxel size, any
+            other array is taken at 1 mm.
+        labels: label value(s) of the structure (cardiac: the myocardium, ``[2]``).
+        anchor: label value(s) of the anchor (cardiac: the LV cavity, ``[1]``).
+        max_distance: millimetres from the anchor's nearest pixel, in the slice's plane.
+        slice_dim: slices along this spatial axis (0 = first); ``None``: the whole array at once.
+        fill: value of the removed pixels (background).
+    """
+
+    def __init__(self, keys: KeysCollection, labels: int | Sequence[int], anchor: int | Sequence[int], max_distance: float,
+                 slice_dim: int | None = None, fill: int = 0, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        (self.labels,), (self.anchor,) = _structures([labels]), _structures([anchor])
+        if max_distance <= 0:
+            raise ValueError(f"KeepNearLabeld: max_distance must be > 0 millimetres, got {max_distance}")
+        self.max_distance, self.slice_dim, self.fill = float(max_distance), slice_dim, int(fill)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = _label_map(d[key])
+            pixdim = getattr(d[key], "pixdim", None)
+            spacing = np.ones(label.ndim) if pixdim is None else np.asarray(convert_to_numpy(pixdim), float)[: label.ndim]
+            if self.slice_dim is None:
+                slices, plane = label[..., None], spacing
+            else:
+                slices, plane = np.moveaxis(label, self.slice_dim, -1), np.delete(spacing, self.slice_dim)
+            for k in range(slices.shape[-1]):
+                view = slices[..., k]  # a view: writes reach ``label``
+                anchor = np.isin(view, self.anchor)
+                if not anchor.any():
+                    continue
+                far = ndimage.distance_transform_edt(~anchor, sampling=plane) > self.max_distance
+                view[np.isin(view, self.labels) & far] = self.fill
             d[key] = convert_to_dst_type(label[None], d[key], dtype=d[key].dtype)[0]
         return d
