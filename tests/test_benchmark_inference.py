@@ -109,7 +109,7 @@ def test_inference_benchmark_on_volumes(tmp_path):
                     "--train-domains", "A", "--output", str(tmp_path / "out"), "--steps", "tta",
                     "--set", "spatial_size=[64,64]", "spacing=3.0", "network_def#em_bases=8",
                     "num_workers=0", "val_fraction=0.5", "eval_domains=[B]"])
-    assert {e["variant"] for e in summary} == {"plain", "tta", "pp_largest_component", "pp_fill_holes", "chosen"}
+    assert {e["variant"] for e in summary} == {"plain", "tta", "pp_largest_component", "pp_fill_holes", "pp_myo_near_lv", "chosen"}
     assert {e["class"] for e in summary} == {"LV", "MYO", "RV"}
     assert {(e["domain"], e["split"]) for e in summary} == {("A", "source-val"), ("B", "unseen")}
 

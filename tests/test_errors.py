@@ -346,7 +346,7 @@ def test_fundus_accepted_and_refused_kinds(good, tmp_path):
     assert lines[0] == "caching 4 items: 2 problem(s); fix or remove these items:"
     assert lines[1].strip() == f"mask {items[2]['label']} has colour channels that differ; expected one channel or three equal ones"
     assert lines[2].strip().startswith("image and mask shapes differ: ") and "(32, 32)" in lines[2]
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # only the good items are cached
+    assert len(list((tmp_path / "cache").glob("preprocess-*/*.pt"))) == 2  # only the good items are cached
 
 
 def test_hook_prints_bundle_message_last_and_keeps_tracebacks_of_bugs(capsys, monkeypatch):
