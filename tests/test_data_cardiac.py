@@ -196,3 +196,31 @@ def test_equalize_divides_out_a_monotone_intensity_mapping(tmp_path: Path) -> No
     torch.testing.assert_close(rendered["gain", True], equalized, atol=1e-5, rtol=0)
     assert float((rendered["gamma", True] - equalized).abs().mean()) < 0.01
     assert float((rendered["gamma", False] - rendered["as_is", False]).abs().mean()) > 0.05
+
+
+def test_standardize_maps_another_scanners_contrast_onto_the_training_landmarks(tmp_path: Path) -> None:
+    """preprocess#standardize with the training volumes' landmarks (python -m emclip.data.landmarks)
+    leaves a training-like volume nearly as it was and brings a gamma-changed one back to it."""
+    from emclip.data.landmarks import main as landmarks_main
+
+    _split_out(tmp_path, {"AAA111": "A", "BBB222": "B"})
+    landmarks = landmarks_main(["--task", "cardiac", "--dataset-dir", str(tmp_path), "--train-domains", "A",
+                                "--val-fraction", "0", "--output", str(tmp_path / "landmarks.json")])
+    assert len(landmarks) == 13 and landmarks == sorted(landmarks) and 0.0 <= landmarks[0] < landmarks[-1] <= 1.0
+    assert '"intensity_landmarks"' in (tmp_path / "landmarks.json").read_text()
+    item = next(it for it in build_datalist(tmp_path, "cardiac") if it["domain"] == "A" and it["phase"] == "ED")
+    raw = nib.load(item["image"]).get_fdata()
+    gamma = _nifti(tmp_path / "gamma" / "AAA111_sa_ED.nii.gz", (500.0 * (raw / 500.0) ** 2.0).astype(np.float32))
+    rendered = {}
+    for on in (True, False):
+        chain = Compose(preprocessing("cardiac", spatial_size=48, intensity_landmarks=landmarks,
+                                      **{"preprocess#standardize#_disabled_": not on}))
+        rendered["as_is", on] = chain({"image": item["image"]})["image"]
+        rendered["gamma", on] = chain({"image": str(gamma)})["image"]
+    assert float((rendered["as_is", True] - rendered["as_is", False]).abs().mean()) < 0.01
+    assert float((rendered["gamma", False] - rendered["as_is", False]).abs().mean()) > 0.05
+    assert float((rendered["gamma", True] - rendered["as_is", False]).abs().mean()) < 0.02
+    with pytest.raises(Exception) as err:  # switched on without a reference: the message says how to get one
+        preprocessing("cardiac", spatial_size=48, **{"preprocess#standardize#_disabled_": False})
+    messages = [str(e) for e in (err.value, err.value.__cause__) if e is not None]
+    assert any("python -m emclip.data.landmarks" in m for m in messages), messages

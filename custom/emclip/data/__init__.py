@@ -56,8 +56,11 @@ _EXPORTS: dict[str, str] = {
     "RandHueSaturationd": "transforms",
     "ReadImaged": "transforms",
     "SelectFramed": "transforms",
+    "StandardizeLandmarksd": "transforms",
     "RepeatViewsd": "transforms",
     "ZoomInPlaned": "transforms",
+    "LANDMARK_PERCENTILES": "transforms",
+    "histogram_landmarks": "transforms",
     "to_rgb": "transforms",
 }
 

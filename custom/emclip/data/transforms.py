@@ -1,7 +1,8 @@
 """The bundle's own transforms; the task overlays (``bundle/configs/<task>.yaml``) assemble them.
 
 Readers whose errors name the file (``ReadImaged``, ``LoadFundusLabeld``, ``SelectFramed``), input
-checks (``CheckSameShaped``, ``CheckLabelsd``), colour augmentation (``RandHueSaturationd``), the
+checks (``CheckSameShaped``, ``CheckLabelsd``), the intensity landmark standardisation
+(``StandardizeLandmarksd``, with ``histogram_landmarks`` for its reference), colour augmentation (``RandHueSaturationd``), the
 scale-robustness zoom (``ZoomInPlaned``) and the two-view split of the consistency loss
 (``RepeatViewsd``). The style randomisation (GIN, location-scale) is in ``style``. Which of them
 run, in which order and with which options is each overlay's ``preprocess``, ``augment`` and
@@ -36,12 +37,17 @@ __all__ = [
     "ReadImaged",
     "RepeatViewsd",
     "SelectFramed",
+    "StandardizeLandmarksd",
     "ZoomInPlaned",
+    "LANDMARK_PERCENTILES",
+    "histogram_landmarks",
     "to_rgb",
 ]
 
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+# StandardizeLandmarksd's default: the extremes, 1 and 99, and the deciles
+LANDMARK_PERCENTILES: tuple[float, ...] = (0, 1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99, 100)
 
 
 def _filename(data: Any) -> str:
@@ -196,6 +202,54 @@ class CheckLabelsd(MapTransform):
                 raise input_error(
                     f"label {_filename(d[key])} has values {bad[:10]} outside 0..{self.num_classes - 1}"
                 )
+        return d
+
+
+def histogram_landmarks(image: Any, percentiles: Sequence[float]) -> np.ndarray:
+    """The image's intensities at ``percentiles`` (0-100), over all its voxels and channels."""
+    return np.percentile(np.asarray(image, dtype=np.float64).ravel(), percentiles)
+
+
+class StandardizeLandmarksd(MapTransform):
+    """Map each image's intensity landmarks onto a reference, piecewise linearly (Nyul and Udupa's
+    histogram standardisation).
+
+    Another scanner maps the same tissue to other intensities: after the per-volume percentile
+    scaling, M&Ms vendor A's myocardium sits at about half of vendor B's level (docs/benchmarks.md,
+    twelfth screen). A monotone piecewise-linear map that sends the image's own percentiles to the
+    training images' mean percentiles undoes such a change of the intensity mapping (gain, gamma and
+    other monotone curves, up to the linear pieces) while it leaves an image like the training ones
+    nearly as it was, unlike a full histogram equalisation, which flattens their contrast too.
+    Voxels between two landmarks keep their order and relative spacing; ties (for example a
+    background at zero holding several percentiles) map to the lowest landmark of the tie.
+
+    Args:
+        keys: image keys; each image is mapped as a whole (all channels and slices together).
+        landmarks: the reference intensities, one per percentile, non-decreasing: the mean of
+            ``histogram_landmarks`` over the training images (``python -m emclip.data.landmarks``).
+        percentiles: where the landmarks are taken, increasing, in 0-100; 0 and 100 anchor the
+            image's minimum and maximum.
+    """
+
+    def __init__(self, keys: KeysCollection, landmarks: Sequence[float],
+                 percentiles: Sequence[float] = LANDMARK_PERCENTILES,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if landmarks is None or len(landmarks) != len(percentiles):
+            raise ValueError(f"StandardizeLandmarksd: landmarks needs one value per percentile ({len(percentiles)}), got "
+                             f"{landmarks!r}; compute them on the training images with python -m emclip.data.landmarks")
+        if np.any(np.diff(percentiles) <= 0) or np.any(np.diff(landmarks) < 0):
+            raise ValueError("StandardizeLandmarksd: percentiles must increase and landmarks must not decrease, "
+                             f"got {list(percentiles)} and {list(landmarks)}")
+        self.landmarks = np.asarray(landmarks, dtype=np.float64)
+        self.percentiles = tuple(percentiles)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = np.asarray(d[key], dtype=np.float64)
+            own, first = np.unique(histogram_landmarks(image, self.percentiles), return_index=True)
+            d[key] = convert_to_dst_type(np.interp(image, own, self.landmarks[first]), d[key], dtype=d[key].dtype)[0]
         return d
 
 
