@@ -208,6 +208,12 @@ def test_standardize_maps_another_scanners_contrast_onto_the_training_landmarks(
                                 "--val-fraction", "0", "--output", str(tmp_path / "landmarks.json")])
     assert len(landmarks) == 13 and landmarks == sorted(landmarks) and 0.0 <= landmarks[0] < landmarks[-1] <= 1.0
     assert '"intensity_landmarks"' in (tmp_path / "landmarks.json").read_text()
+    from emclip.configs import load_config
+
+    expression = "$emclip.data.reference_landmarks('cardiac', @splits['train'])"  # the same, in a training config
+    parser = load_config("cardiac", overrides={"dataset_dir": str(tmp_path), "train_domains": ["A"], "val_fraction": 0.0,
+                                               "intensity_landmarks": expression})
+    assert parser.get_parsed_content("intensity_landmarks") == landmarks
     item = next(it for it in build_datalist(tmp_path, "cardiac") if it["domain"] == "A" and it["phase"] == "ED")
     raw = nib.load(item["image"]).get_fdata()
     gamma = _nifti(tmp_path / "gamma" / "AAA111_sa_ED.nii.gz", (500.0 * (raw / 500.0) ** 2.0).astype(np.float32))

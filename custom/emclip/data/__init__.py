@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "keyed_cache_dir": "datasets",
     "make_dataset": "datasets",
     "make_slice_dataset": "datasets",
+    "reference_landmarks": "landmarks",
     "FUNDUS_CLASSES": "fundus",
     "MASK_FORMATS": "fundus",
     "find_fundus_items": "fundus",
