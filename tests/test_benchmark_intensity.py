@@ -57,3 +57,14 @@ def test_command_writes_its_files(cardiac, tmp_path):
     assert text.startswith(f"Measured by `python -m emclip.benchmarks.intensity --task cardiac --dataset-dir {root}")
     assert "| LV | Z | 2 |" in text
     assert len((tmp_path / "intensity.csv").read_text().splitlines()) > 1
+
+
+def test_set_changes_the_preprocessing(cardiac, tmp_path):
+    """--set reaches the preprocessing: a standardisation onto constant landmarks makes every mean that constant."""
+    root, _ = cardiac
+    intensity.main(["--task", "cardiac", "--dataset-dir", str(root), "--output", str(tmp_path),
+                    "--set", "preprocess#standardize#_disabled_=false", f"intensity_landmarks={[0.5] * 13}"])
+    means = [float(r["mean"]) for r in csv.DictReader((tmp_path / "intensity.csv").open())]
+    assert means and all(m == pytest.approx(0.5) for m in means)
+    with pytest.raises(SystemExit):
+        intensity.main(["--task", "cardiac", "--dataset-dir", str(root), "--output", str(tmp_path), "--set", "no_equals_sign"])

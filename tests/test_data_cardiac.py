@@ -205,14 +205,16 @@ def test_standardize_maps_another_scanners_contrast_onto_the_training_landmarks(
 
     _split_out(tmp_path, {"AAA111": "A", "BBB222": "B"})
     landmarks = landmarks_main(["--task", "cardiac", "--dataset-dir", str(tmp_path), "--train-domains", "A",
-                                "--val-fraction", "0", "--output", str(tmp_path / "landmarks.json")])
+                                "--val-fraction", "0", "--output", str(tmp_path / "landmarks.json"),
+                                "--set", "spatial_size=[48,48]"])
     assert len(landmarks) == 13 and landmarks == sorted(landmarks) and 0.0 <= landmarks[0] < landmarks[-1] <= 1.0
     assert '"intensity_landmarks"' in (tmp_path / "landmarks.json").read_text()
     from emclip.configs import load_config
 
-    expression = "$emclip.data.reference_landmarks('cardiac', @splits['train'])"  # the same, in a training config
+    # the same, in a training config
+    expression = "$emclip.data.reference_landmarks('cardiac', @splits['train'], {'spatial_size': @spatial_size})"
     parser = load_config("cardiac", overrides={"dataset_dir": str(tmp_path), "train_domains": ["A"], "val_fraction": 0.0,
-                                               "intensity_landmarks": expression})
+                                               "spatial_size": [48, 48], "intensity_landmarks": expression})
     assert parser.get_parsed_content("intensity_landmarks") == landmarks
     item = next(it for it in build_datalist(tmp_path, "cardiac") if it["domain"] == "A" and it["phase"] == "ED")
     raw = nib.load(item["image"]).get_fdata()

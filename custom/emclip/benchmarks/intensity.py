@@ -1,14 +1,15 @@
 """How bright each domain's labelled structures are after the bundle's preprocessing.
 
     python -m emclip.benchmarks.intensity --task cardiac --dataset-dir ../shared/data/cardiac/MnMs \\
-        --output bundle/docs/benchmarks/cardiac_screen/appearance
+        --output bundle/docs/benchmarks/cardiac_screen/appearance [--set KEY=VALUE ...]
 
 A network trained on one scanner meets another's contrast. The task's ``preprocess`` scales every
 image to [0, 1] the same way, but what lands where in that range still differs: a vendor whose
 images hold brighter tissue outside the heart gets a darker heart. This measures it before anything
 is trained: per case, the mean preprocessed intensity inside each reported class and in the
 background (label 0); per domain, the mean and sample standard deviation over its cases and the
-ratio to the first domain's mean. Writes ``intensity.csv`` (per case) and ``intensity.md``.
+ratio to the first domain's mean. ``--set`` changes the preprocessing (for example the landmark
+standardisation, ``preprocess#standardize``). Writes ``intensity.csv`` (per case) and ``intensity.md``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from monai.transforms import Compose
 from emclip.benchmarks.report import write_csv
 from emclip.configs import load_config
 from emclip.data import chain, sort_items
+from emclip.inference.choose_postprocessing import parse_overrides
 from emclip.reports import as_report_classes
 
 __all__ = ["case_intensities", "domain_table", "main"]
@@ -78,10 +80,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", required=True, help="an overlay of bundle/configs (cardiac, fundus) or an overlay's path")
     parser.add_argument("--dataset-dir", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides of the preprocessing, e.g. 'preprocess#standardize#_disabled_=false'")
     args = parser.parse_args(argv)
     if not args.dataset_dir.is_dir():
         parser.error(f"--dataset-dir: {args.dataset_dir} is not a folder")
-    rows = case_intensities(args.task, args.dataset_dir)
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as err:
+        parser.error(str(err))
+    rows = case_intensities(args.task, args.dataset_dir, overrides)
     args.output.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.output / "intensity.csv")
     command = " ".join(["python -m emclip.benchmarks.intensity", *(argv if argv is not None else sys.argv[1:])])

@@ -7,7 +7,10 @@ Runs the overlay's ``preprocess`` up to its ``standardize`` step on the training
 that ``split_domains`` trains on, with the same ``--val-fraction`` and ``--seed`` as training, so
 validation subjects do not shape it), takes each image's intensities at the step's ``percentiles``
 and prints their mean over the images as the ``intensity_landmarks`` override; ``--output`` also
-writes it as JSON. The landmarks belong to the trained model: evaluation and inference use the same.
+writes it as JSON. ``--set`` passes training's overrides of the steps before it (``spacing``,
+``spatial_size``: the cardiac step sees the cropped field of view). The landmarks belong to the
+trained model: evaluation and inference use the same. In a training config the same reference is
+``$emclip.data.reference_landmarks('cardiac', @splits['train'], {'spacing': @spacing, 'spatial_size': @spatial_size})``.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ def reference_landmarks(task: str | Path, items: Sequence[dict], overrides: Mapp
 def main(argv: Sequence[str] | None = None) -> list[float]:
     """Command line entry point; returns the landmarks."""
     from emclip.data.datalist import _validation_subjects, build_datalist
+    from emclip.inference.choose_postprocessing import parse_overrides
 
     parser = argparse.ArgumentParser(prog="python -m emclip.data.landmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True, help="task overlay: cardiac, fundus, task_2d or an overlay's path")
@@ -70,7 +74,13 @@ def main(argv: Sequence[str] | None = None) -> list[float]:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="as in training: these subjects are left out")
     parser.add_argument("--seed", type=int, default=0, help="as in training: the seed of the validation split")
     parser.add_argument("--output", type=Path, default=None, help="also write {intensity_landmarks: [...]} as JSON")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="training's other overrides that shape the preprocessing, e.g. spacing=1.5 'spatial_size=[224,224]'")
     args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as err:
+        parser.error(str(err))
     items = build_datalist(args.dataset_dir, args.task)
     source = [it for it in items if it["domain"] in args.train_domains]
     if not source:
@@ -78,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> list[float]:
                      f"(domains: {sorted({it['domain'] for it in items})})")
     held_out = _validation_subjects(source, args.val_fraction, args.seed)
     train = [it for it in source if (it["domain"], it["subject"]) not in held_out]
-    landmarks = reference_landmarks(args.task, train, {"dataset_dir": str(args.dataset_dir)})
+    landmarks = reference_landmarks(args.task, train, {**overrides, "dataset_dir": str(args.dataset_dir)})
     if args.output is not None:
         args.output.write_text(json.dumps({"intensity_landmarks": landmarks}) + "\n", encoding="utf-8")
     print(f"{len(train)} training images; train with: --intensity_landmarks '{json.dumps(landmarks)}' "
