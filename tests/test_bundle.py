@@ -158,16 +158,20 @@ def test_cardiac_train_evaluate_infer_keep_geometry(data, tmp_path):
     assert {r["class"] for r in rows} == {"LV", "MYO", "RV"}
     assert {r["domain"] for r in rows} == {"B", "C"}
     volume = sorted((data / "cardiac").glob("*_sa_ED.nii.gz"))[0]
-    run(
-        cfg("inference", "cardiac"), meta=META_CARDIAC, workflow_type="infer", bundle_root=str(tmp_path),
-        input_dir=str(volume), output_dir=str(tmp_path / "pred"), spatial_size=[64, 64],
-        **{"network_def#em_bases": 8, "spacing": 3.0},
-    )
-    (pred,) = (tmp_path / "pred").glob("*.nii.gz")
-    source, result = nib.load(volume), nib.load(pred)
-    assert result.shape == source.shape
-    np.testing.assert_allclose(result.affine, source.affine, atol=1e-4)
-    assert set(np.unique(result.get_fdata()).tolist()) <= {0, 1, 2, 3}
+    # as trained, and with the landmark standardisation at test time (a step after the crop)
+    standardize = {"preprocess#standardize#_disabled_": False, "intensity_landmarks": [0.0, 0.0, 0.05, 0.1, 0.15, 0.2, 0.25,
+                                                                                       0.3, 0.4, 0.5, 0.7, 0.95, 1.0]}
+    for name, extra in (("pred", {}), ("pred_std", standardize)):
+        run(
+            cfg("inference", "cardiac"), meta=META_CARDIAC, workflow_type="infer", bundle_root=str(tmp_path),
+            input_dir=str(volume), output_dir=str(tmp_path / name), spatial_size=[64, 64],
+            **{"network_def#em_bases": 8, "spacing": 3.0, **extra},
+        )
+        (pred,) = (tmp_path / name).glob("*.nii.gz")
+        source, result = nib.load(volume), nib.load(pred)
+        assert result.shape == source.shape
+        np.testing.assert_allclose(result.affine, source.affine, atol=1e-4)
+        assert set(np.unique(result.get_fdata()).tolist()) <= {0, 1, 2, 3}
 
 
 @pytest.mark.parametrize(
