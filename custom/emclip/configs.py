@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIGS", "REPO", "bundle_command", "list_arg", "load_config", "meta_files", "overlay_file", "task_files"]
+__all__ = ["CONFIGS", "REPO", "bundle_command", "list_arg", "load_config", "meta_files", "overlay_file", "parse_overrides", "task_files"]
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundle" / "configs"
@@ -79,3 +79,20 @@ def load_config(
     for key, value in (overrides or {}).items():
         parser[key] = value
     return parser
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` strings to config overrides, each value read as YAML.
+
+    Raises:
+        ValueError: a pair without ``=``.
+    """
+    import yaml
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set {pair!r}: expected key=value, e.g. spatial_size=[256,256]")
+        overrides[key] = yaml.safe_load(value)
+    return overrides

@@ -24,9 +24,8 @@ import numpy as np
 from monai.transforms import Compose
 
 from emclip.benchmarks.report import write_csv
-from emclip.configs import load_config
+from emclip.configs import load_config, parse_overrides
 from emclip.data import chain, sort_items
-from emclip.inference.choose_postprocessing import parse_overrides
 from emclip.reports import as_report_classes
 
 __all__ = ["case_intensities", "domain_table", "main"]

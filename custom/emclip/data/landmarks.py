@@ -3,9 +3,9 @@ training images.
 
     python -m emclip.data.landmarks --task cardiac --dataset-dir ../shared/data/cardiac/MnMs --train-domains B
 
-Runs the overlay's ``preprocess`` up to its ``standardize`` step on the training split (the subjects
-that ``split_domains`` trains on, with the same ``--val-fraction`` and ``--seed`` as training, so
-validation subjects do not shape it), takes each image's intensities at the step's ``percentiles``
+Runs the overlay's ``preprocess`` up to its ``standardize`` step on the training split (training's
+own ``splits``, with the same ``--val-fraction`` and ``--seed``, so validation subjects do not shape
+it), takes each image's intensities at the step's ``percentiles``
 and prints their mean over the images as the ``intensity_landmarks`` override; ``--output`` also
 writes it as JSON. ``--set`` passes training's overrides of the steps before it (``spacing``,
 ``spatial_size``: the cardiac step sees the cropped field of view). The landmarks belong to the

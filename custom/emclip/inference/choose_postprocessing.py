@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import MetaTensor
@@ -35,7 +34,7 @@ from monai.engines.utils import IterationEvents
 from monai.transforms import Compose
 from monai.utils import convert_to_numpy
 
-from emclip.configs import CONFIGS, meta_files, overlay_file, task_files
+from emclip.configs import CONFIGS, meta_files, overlay_file, parse_overrides, task_files
 from emclip.inference.inferer import supports_refine
 from emclip.inference.refine import measure_disc_fraction
 from emclip.reports import as_label_map, case_metrics, get_classes
@@ -76,21 +75,6 @@ class Case:
     spacing: list[float] | None
     seconds: float
     uncertainty: dict[str, float] | None = None
-
-
-def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``key=value`` strings to config overrides, each value read as YAML.
-
-    Raises:
-        ValueError: a pair without ``=``.
-    """
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set {pair!r}: expected key=value, e.g. spatial_size=[256,256]")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
 
 
 def _files(task: str, config_dir: str | Path) -> tuple[list[str], list[str]]:
