@@ -2,8 +2,8 @@
 
 Readers whose errors name the file (``ReadImaged``, ``LoadFundusLabeld``, ``SelectFramed``), input
 checks (``CheckSameShaped``, ``CheckLabelsd``), the intensity landmark standardisation
-(``StandardizeLandmarksd``, with ``histogram_landmarks`` for its reference), colour augmentation (``RandHueSaturationd``), the
-scale-robustness zoom (``ZoomInPlaned``) and the two-view split of the consistency loss
+(``StandardizeLandmarksd``, with ``histogram_landmarks`` for its reference), colour augmentation
+(``RandHueSaturationd``), the scale-robustness zoom (``ZoomInPlaned``) and the two-view split of the consistency loss
 (``RepeatViewsd``). The style randomisation (GIN, location-scale) is in ``style``. Which of them
 run, in which order and with which options is each overlay's ``preprocess``, ``augment`` and
 ``normalization``, read in Python with :func:`emclip.data.task_transforms`.
@@ -219,7 +219,7 @@ class StandardizeLandmarksd(MapTransform):
     twelfth screen). A monotone piecewise-linear map that sends the image's own percentiles to the
     training images' mean percentiles undoes such a change of the intensity mapping (gain, gamma and
     other monotone curves, up to the linear pieces) while it leaves an image like the training ones
-    nearly as it was, unlike a full histogram equalisation, which flattens their contrast too.
+    nearly as it was, which a full histogram equalisation does not.
     Voxels between two landmarks keep their order and relative spacing; ties (for example a
     background at zero holding several percentiles) map to the lowest landmark of the tie.
 
