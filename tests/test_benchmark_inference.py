@@ -75,6 +75,7 @@ def test_inference_benchmark_reports_each_step_against_plain(trained, tmp_path, 
     # plain is one pass although fundus.yaml's defaults are the flips and the two-pass mode; a step adds only itself
     one_pass = ("tta#flips", "adabn#enabled", "refine#enabled", "tent#enabled")
     assert {k: seen["plain"][k] for k in one_pass} == dict.fromkeys(one_pass, False)
+    assert seen["plain"]["tta#gammas"] == [1.0]
     assert (seen["refine"]["refine#enabled"], seen["refine"]["tta#flips"]) == (True, False)
     domains = {(e["domain"], e["split"]) for e in summary}
     assert {("SynthA", "source-val"), ("SynthB", "unseen"), ("SynthB@x0.5", "unseen"), ("SynthB@r2", "unseen")} <= domains

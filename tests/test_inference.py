@@ -61,6 +61,38 @@ def test_flips_are_undone_exactly(volume):
     assert net.calls == (4 * 5 if volume else 4)
 
 
+
+def test_gamma_ensemble_averages_the_curves_of_each_channels_range():
+    x = torch.rand(1, 2, 6, 5)
+    x[:, :, 0, 0], x[:, :, 0, 1] = 0.0, 1.0  # each channel spans [0, 1]: the curve is x ** g
+    net = Identity()
+    probs = inference.TestTimeInferer(gammas=[0.5, 1.0, 2.0])(x, net)
+    expected = sum(torch.softmax(x**g, 1) for g in (0.5, 1.0, 2.0)) / 3
+    torch.testing.assert_close(probs, expected, atol=1e-6, rtol=0)
+    assert net.calls == 3
+    # after an affine normalisation the curve is the same one, mapped by it
+    shifted = inference.gamma_ensemble(lambda t: t, 4 * x - 1, [2.0])
+    torch.testing.assert_close(shifted, 4 * x**2 - 1, atol=1e-5, rtol=0)
+    # [1.0] is one plain pass
+    plain = Identity()
+    torch.testing.assert_close(inference.TestTimeInferer(gammas=[1.0])(x, plain), torch.softmax(x, 1))
+    assert plain.calls == 1
+
+
+def test_gamma_ensemble_gives_every_slice_of_a_volume_the_same_curve():
+    x = torch.rand(1, 2, 8, 7, 4)
+    x[..., 0] *= 0.5  # the first slice alone would span a narrower range
+    x[:, :, 0, 0, 1], x[:, :, 0, 1, 1] = 0.0, 1.0
+    base = SliceInferer(roi_size=(8, 7), spatial_dim=2, progress=False)
+    probs = inference.TestTimeInferer(base, gammas=[2.0], flips=True)(x, Identity())
+    torch.testing.assert_close(probs, torch.softmax(x**2, 1), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("gammas", [[], [0.0], [1.0, -0.5], [float("nan")]])
+def test_gamma_ensemble_rejects_gammas_that_are_not_positive(gammas):
+    with pytest.raises(ValueError, match=r"tta#gammas must be a non-empty list of positive numbers"):
+        inference.TestTimeInferer(gammas=gammas)
+
 def _blobs(rng, shape, values, count=6):
     """A random label map of overlapping blobs with holes: fragments and holes to clean up."""
     grid = np.indices(shape).astype(float)

@@ -56,13 +56,15 @@ __all__ = ["NETWORK_STEPS", "main", "scaled_copy", "summarize_variants"]
 # network-side steps: the overrides that switch each on
 NETWORK_STEPS: dict[str, dict[str, Any]] = {
     "tta": {"tta#flips": True},
+    # a contrast change of 1/1.5 and 1.5 either way: the span of the twelfth screen's intensity changes
+    "gammas": {"tta#gammas": [0.67, 1.0, 1.5]},
     "adabn": {"adabn#enabled": True},
     "tent": {"tent#enabled": True},
     "refine": {"refine#enabled": True},
 }
 PLAIN = "plain"
 # plain is one pass: every step off, whatever the task overlay's defaults (fundus has the flips and the two-pass mode)
-ONE_PASS = {key: False for step in NETWORK_STEPS.values() for key in step}
+ONE_PASS = {key: [1.0] if key == "tta#gammas" else False for step in NETWORK_STEPS.values() for key in step}
 EVAL_DATA = "$@splits['val'] + @splits['eval']"
 
 

@@ -1,4 +1,5 @@
-"""One inferer for every test-time step: structure-centred refinement, AdaBN, TENT and the mirroring ensemble."""
+"""One inferer for every test-time step: structure-centred refinement, AdaBN, TENT and the mirroring
+and intensity ensembles."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from monai.utils import convert_to_dst_type
 
 from emclip.inference.refine import DiscRefiner
 from emclip.inference.tent import case_statistics, tent_adaptation
-from emclip.inference.tta import flip_ensemble
+from emclip.inference.tta import check_gammas, flip_ensemble, gamma_ensemble
 
 __all__ = ["TestTimeInferer", "supports_refine"]
 
@@ -30,14 +31,18 @@ class TestTimeInferer(Inferer):
 
     Per call (one case with batch size 1): AdaBN re-estimates the batch norms' statistics on the
     input, then TENT adapts the normalisation layers to it (both undone afterwards), the disc
-    refiner runs its two passes, and each network pass is the mean softmax over the mirrored inputs. Without any step it is ``softmax(inferer(x))``, whose argmax
-    is the plain prediction's.
+    refiner runs its two passes, and each network pass is the mean softmax over the mirrored inputs
+    and the intensity curves. Without any step it is ``softmax(inferer(x))``, whose argmax is the
+    plain prediction's.
 
     Args:
         inferer: the inner inferer (default ``SimpleInferer``; ``SliceInferer`` for volumes).
         flips: mirroring ensemble over the in-plane axes (4 passes in 2D).
         flip_axes: spatial axes to mirror (0 = first spatial axis); ``None``: every spatial axis
             except a ``SliceInferer``'s slice axis.
+        gammas: intensity ensemble, the mean over the input raised to each gamma on its own range
+            (:func:`~emclip.inference.tta.gamma_ensemble`); ``[1.0]``: the input as it is. With
+            ``flips`` every curve is mirrored too.
         adabn: batch norms normalise with the case's own statistics (one extra pass per case);
             with ``tent_batch_statistics`` TENT's per-batch statistics take over during TENT.
         tent_steps: TENT steps per case; 0 switches it off.
@@ -51,6 +56,7 @@ class TestTimeInferer(Inferer):
         inferer: Inferer | None = None,
         flips: bool = False,
         flip_axes: Sequence[int] | None = None,
+        gammas: Sequence[float] = (1.0,),
         adabn: bool = False,
         tent_steps: int = 0,
         tent_lr: float = 1e-3,
@@ -63,6 +69,7 @@ class TestTimeInferer(Inferer):
             raise ValueError("refine: the two-pass mode is for 2D images, not SliceInferer volumes")
         self.flips = flips
         self.flip_axes = flip_axes
+        self.gammas = check_gammas(gammas)
         self.adabn = adabn
         self.tent_steps = int(tent_steps)
         self.tent_lr = tent_lr
@@ -98,8 +105,11 @@ class TestTimeInferer(Inferer):
         def softmax(t: torch.Tensor) -> torch.Tensor:
             return torch.softmax(self.inferer(t, network, *args, **kwargs).float(), dim=1)
 
-        def predict(t: torch.Tensor) -> torch.Tensor:
+        def mirrored(t: torch.Tensor) -> torch.Tensor:
             return flip_ensemble(softmax, t, self._axes(t))
+
+        def predict(t: torch.Tensor) -> torch.Tensor:
+            return gamma_ensemble(mirrored, t, self.gammas)
 
         with contextlib.ExitStack() as adaptations:
             if self.adabn or self.tent_steps > 0:
