@@ -88,6 +88,17 @@ def test_gamma_ensemble_gives_every_slice_of_a_volume_the_same_curve():
     torch.testing.assert_close(probs, torch.softmax(x**2, 1), atol=1e-6, rtol=0)
 
 
+
+@pytest.mark.parametrize("files", [("inference", "cardiac"), ("inference", "fundus"), ("train", "evaluate", "fundus")])
+def test_tta_gammas_reach_the_inferer_from_the_config(files):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(cfg(*files))
+    assert parser.get_parsed_content("inferer").gammas == [1.0]  # off unless asked for
+    parser["tta#gammas"] = [0.67, 1.0, 1.5]
+    assert parser.get_parsed_content("inferer", lazy=False).gammas == [0.67, 1.0, 1.5]
+
 @pytest.mark.parametrize("gammas", [[], [0.0], [1.0, -0.5], [float("nan")]])
 def test_gamma_ensemble_rejects_gammas_that_are_not_positive(gammas):
     with pytest.raises(ValueError, match=r"tta#gammas must be a non-empty list of positive numbers"):
@@ -358,7 +369,8 @@ def run(files, meta=META, workflow_type="infer", **overrides):
 def all_steps(*postprocess):
     """Overrides switching every test-time step on: the overlay's post-processing steps by name."""
     names = postprocess or ("largest_component", "fill_holes")
-    return {"tta#flips": True, "adabn#enabled": True, "tent#enabled": True, "uncertainty": True, **{f"postprocess#{n}#_disabled_": False for n in names}}
+    return {"tta#flips": True, "tta#gammas": [0.67, 1.0, 1.5], "adabn#enabled": True, "tent#enabled": True, "uncertainty": True,
+            **{f"postprocess#{n}#_disabled_": False for n in names}}
 
 
 def test_uncertainty_map_has_the_input_geometry(data, ckpts, tmp_path):
